@@ -1,0 +1,177 @@
+"""The archlab graph: a DAG of :class:`Node` stored on a networkx ``MultiDiGraph``."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import networkx as nx
+
+from archlab.errors import ArityError, DuplicateNameError, GraphError, UnknownNodeError
+from archlab.graph.node import Node
+from archlab.ops import Shape, get_op
+
+
+class Graph:
+    """A network as a DAG of named nodes.
+
+    The node order is the order of creation; builders and description files list
+    nodes so that it is a topological order, and passes walk :meth:`topo_order`
+    (equal to it for a valid graph). ``nx`` is the networkx view: one node per
+    archlab node (attribute ``node``) and one edge per input slot (attribute
+    ``slot``), so parallel edges are allowed (``mul(x, x)``).
+
+    ``outputs`` maps output names (``out``, ``aux``) to node names; a compiled
+    module returns a tensor for one output and a dict for several.
+    """
+
+    def __init__(self, name: str = "graph", *, meta: dict[str, Any] | None = None):
+        self.name = name
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.outputs: dict[str, str] = {}
+        self.nx = nx.MultiDiGraph()
+        self._nodes: dict[str, Node] = {}
+
+    # -- construction ---------------------------------------------------------
+    def add_node(self, name: str, op: str, inputs: tuple[str, ...] | list[str] = (), **attrs: Any) -> Node:
+        """Create a node; canonicalises ``attrs`` through the op definition.
+
+        Inputs may name nodes added later (a description file may be out of
+        order); :meth:`validate` reports those that never appear.
+
+        Raises:
+            DuplicateNameError, UnknownOpError, ArityError, AttrError.
+        """
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"node name must be a non-empty string, got {name!r}")
+        if name in self._nodes:
+            raise DuplicateNameError(f"{op} '{name}': a node named '{name}' already exists ({self._nodes[name].op})")
+        definition = get_op(op, node=name)
+        inputs = tuple(inputs)
+        lo, hi = definition.arity
+        if len(inputs) < lo or (hi is not None and len(inputs) > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+            raise ArityError(f"{op} '{name}': takes {want} input(s), got {len(inputs)} ({', '.join(inputs) or 'none'})")
+        node = Node(name, op, inputs, definition.canonical_attrs(name, attrs))
+        self._nodes[name] = node
+        self.nx.add_node(name, node=node)
+        for slot, src in enumerate(inputs):
+            self.nx.add_edge(src, name, slot=slot)
+        return node
+
+    def set_output(self, node: str, name: str = "out") -> None:
+        """Mark ``node`` as the graph output called ``name``."""
+        if node not in self._nodes:
+            raise UnknownNodeError(f"output '{name}' refers to unknown node '{node}'")
+        self.outputs[name] = node
+
+    # -- access ---------------------------------------------------------------
+    @property
+    def nodes(self) -> list[Node]:
+        """All nodes in creation order."""
+        return list(self._nodes.values())
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self._nodes.values())
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._nodes
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise UnknownNodeError(f"no node named '{name}' in graph {self.name}") from None
+
+    @property
+    def input_nodes(self) -> list[Node]:
+        return [n for n in self._nodes.values() if n.op == "input"]
+
+    def users(self, name: str) -> list[str]:
+        """Names of the nodes that consume ``name`` (once each)."""
+        return list(dict.fromkeys(self.nx.successors(name)))
+
+    def topo_order(self) -> list[Node]:
+        """Nodes in a topological order that follows creation order where it can.
+
+        Raises:
+            CycleError: naming the nodes on a cycle.
+        """
+        from archlab.graph.validate import check_acyclic
+
+        check_acyclic(self)
+        index = {name: i for i, name in enumerate(self._nodes)}
+        order = nx.lexicographical_topological_sort(self.nx, key=lambda n: index.get(n, -1))
+        return [self._nodes[n] for n in order if n in self._nodes]
+
+    # -- passes -----------------------------------------------------------------
+    def infer_shapes(self) -> Graph:
+        """Run shape inference (writes ``node.meta['shape']``); returns self."""
+        from archlab.graph.shapes import infer_shapes
+
+        infer_shapes(self)
+        return self
+
+    def validate(self) -> Graph:
+        """Check the whole graph (see :func:`archlab.graph.validate.validate`)."""
+        from archlab.graph.validate import validate
+
+        validate(self)
+        return self
+
+    def shape(self, name: str) -> Shape:
+        node = self[name]
+        if node.shape is None:
+            self.infer_shapes()
+        return node.shape
+
+    def num_params(self) -> int:
+        """Trainable parameter elements (runs shape inference if needed)."""
+        return sum(self._per_node("params"))
+
+    def num_buffers(self) -> int:
+        return sum(self._per_node("buffers"))
+
+    def _per_node(self, rule: str) -> list[int]:
+        if any(n.shape is None for n in self._nodes.values()):
+            self.infer_shapes()
+        out = []
+        for n in self._nodes.values():
+            shapes = [self._nodes[i].shape for i in n.inputs]
+            out.append(getattr(get_op(n.op), rule)(n, shapes))
+        return out
+
+    # -- comparison and display -------------------------------------------------
+    def signature(self) -> tuple:
+        """Everything that defines the graph (names, ops, attributes, order,
+        outputs, meta), as a comparable value."""
+        return (
+            self.name,
+            tuple(n.signature() for n in self._nodes.values()),
+            tuple(self.outputs.items()),
+            tuple(sorted((k, repr(v)) for k, v in self.meta.items())),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Graph) and self.signature() == other.signature()
+
+    __hash__ = None  # mutable
+
+    def copy(self) -> Graph:
+        g = Graph(self.name, meta=self.meta)
+        for n in self._nodes.values():
+            g.add_node(n.name, n.op, n.inputs, **n.attrs)
+        g.outputs = dict(self.outputs)
+        return g
+
+    def to_text(self, *, max_nodes: int | None = None) -> str:
+        from archlab.graph.text import graph_text
+
+        return graph_text(self, max_nodes=max_nodes)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return self.to_text(max_nodes=20)

@@ -1,0 +1,47 @@
+"""Shape inference: a pass that writes ``node.meta['shape']`` for every node."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from archlab.errors import ShapeError, fmt_shape, node_error
+from archlab.ops import get_op
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archlab.graph.graph import Graph
+    from archlab.graph.node import Node
+
+
+def infer_node(graph: Graph, node: Node) -> None:
+    """Infer one node's shape from its (already inferred) inputs."""
+    shapes = []
+    for i in node.inputs:
+        if i not in graph:
+            from archlab.errors import UnknownNodeError
+
+            raise node_error(UnknownNodeError, node, f"input '{i}' does not exist")
+        s = graph[i].shape
+        if s is None:
+            infer_node(graph, graph[i])
+            s = graph[i].shape
+        shapes.append(s)
+    shape = tuple(get_op(node.op, node=node.name).infer_shape(node, shapes))
+    if any((not isinstance(x, int)) or x <= 0 for x in shape):
+        raise node_error(
+            ShapeError, node,
+            f"output shape {fmt_shape(shape)} has a non-positive size "
+            f"(inputs {', '.join(fmt_shape(s) for s in shapes) or 'none'})",
+            fix="use a larger input or fewer downsampling stages",
+        )
+    node.meta["shape"] = shape
+
+
+def infer_shapes(graph: Graph) -> None:
+    """Infer every node's output shape in topological order.
+
+    Raises:
+        ShapeError (and subclasses), naming the first node whose inputs do not fit.
+    """
+    for node in graph.nodes:
+        node.meta.pop("shape", None)
+    for node in graph.topo_order():
+        infer_node(graph, node)

@@ -1,0 +1,71 @@
+"""Graph validation, stated as a list of rules checked in order.
+
+1. every input of every node exists;
+2. the graph is acyclic;
+3. it has at least one input and one output;
+4. every op is registered and arity/attributes fit (checked at node creation);
+5. shapes fit (shape inference: channels, spatial sizes, kernels vs padded input,
+   positive sizes);
+6. no dangling nodes: every node feeds an output, every input is used.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import networkx as nx
+
+from archlab.errors import CycleError, DanglingNodeError, GraphError, UnknownNodeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archlab.graph.graph import Graph
+
+
+def check_inputs_exist(graph: Graph) -> None:
+    for node in graph.nodes:
+        for i in node.inputs:
+            if i not in graph:
+                raise UnknownNodeError(f"{node.op} '{node.name}': input '{i}' does not exist in graph {graph.name}")
+
+
+def check_acyclic(graph: Graph) -> None:
+    try:
+        cycle = nx.find_cycle(graph.nx)
+    except nx.NetworkXNoCycle:
+        return
+    path = " -> ".join(f"'{u}'" for u, *_ in cycle) + f" -> '{cycle[0][0]}'"
+    first = graph[cycle[0][0]] if cycle[0][0] in graph else None
+    where = f"{first.op} '{first.name}': " if first else ""
+    raise CycleError(f"{where}the graph has a cycle {path}; a network must be a DAG")
+
+
+def check_dangling(graph: Graph) -> None:
+    live: set[str] = set()
+    for out in graph.outputs.values():
+        live.add(out)
+        live |= nx.ancestors(graph.nx, out)
+    dead = [n for n in graph.nodes if n.name not in live]
+    if dead:
+        listed = ", ".join(f"{n.op} '{n.name}'" for n in dead[:5])
+        more = f" and {len(dead) - 5} more" if len(dead) > 5 else ""
+        raise DanglingNodeError(
+            f"{listed}{more}: not used by any output ({', '.join(graph.outputs.values())}); "
+            "remove the node(s) or mark them as an output"
+        )
+
+
+def validate(graph: Graph) -> None:
+    """Check ``graph`` and infer its shapes.
+
+    Raises:
+        ArchlabError subclasses (UnknownNodeError, CycleError, GraphError,
+        ShapeError, ChannelMismatchError, SpatialMismatchError, DanglingNodeError),
+        each naming the node concerned.
+    """
+    check_inputs_exist(graph)
+    check_acyclic(graph)
+    if not graph.input_nodes:
+        raise GraphError(f"graph {graph.name} has no input node; add one with op 'input'")
+    if not graph.outputs:
+        raise GraphError(f"graph {graph.name} has no output; mark one with set_output()")
+    graph.infer_shapes()
+    check_dangling(graph)

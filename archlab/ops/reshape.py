@@ -1,0 +1,56 @@
+"""Graph inputs and ops that only reshape or pass data through."""
+from __future__ import annotations
+
+from archlab.errors import ShapeError
+from archlab.ops.base import Attr, Op, register_op
+
+
+@register_op
+class Input(Op):
+    """A graph input; ``shape`` excludes the batch dimension (``[3, 224, 224]``)."""
+
+    name = "input"
+    arity = (0, 0)
+    doc = "graph input of the given shape (batch excluded)"
+    attrs = (Attr("shape", "ints", positive=True),)
+
+    def infer_shape(self, node, shapes):
+        return tuple(node.attrs["shape"])
+
+
+@register_op
+class Flatten(Op):
+    """``torch.flatten(x, 1)``: CxHxW -> (C*H*W,)."""
+
+    name = "flatten"
+    doc = "flatten everything but the batch: CxHxW -> (C*H*W,)"
+
+    def infer_shape(self, node, shapes):
+        n = 1
+        for s in shapes[0]:
+            n *= s
+        return (n,)
+
+    def emit(self, ctx, node, args, shapes):
+        import torch
+
+        return ctx.call_function(torch.flatten, args, {"start_dim": 1})
+
+
+@register_op
+class Dropout(Op):
+    """``torch.nn.Dropout`` (identity in eval mode)."""
+
+    name = "dropout"
+    doc = "dropout with probability p (identity in eval mode)"
+    attrs = (Attr("p", "float", 0.5),)
+
+    def infer_shape(self, node, shapes):
+        if not 0.0 <= node.attrs["p"] <= 1.0:
+            raise self.shape_error(ShapeError, node, shapes, f"p={node.attrs['p']} is not a probability")
+        return shapes[0]
+
+    def emit(self, ctx, node, args, shapes):
+        import torch.nn as nn
+
+        return ctx.call_module(node, nn.Dropout(node.attrs["p"]), args)

@@ -1,0 +1,159 @@
+"""Compile an archlab graph to a ``torch.fx.GraphModule``.
+
+Nodes with state (conv, batch norm, linear) and dropout become submodules at
+their node's dotted name, so a zoo model's ``state_dict`` keys equal
+torchvision's; every other node becomes a ``call_function``. The result has a
+readable generated ``forward`` (``print(module.code)``) and works with
+``torch.compile`` and ``torch.export``.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from typing import TYPE_CHECKING, Any, Mapping
+
+from archlab.errors import ArchlabError, GraphError
+from archlab.ops import get_op
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    import torch.fx
+
+    from archlab.graph import Graph, Node
+
+
+def fx_name(name: str) -> str:
+    """A Python identifier for an IR node name (``layer1.0.conv1`` -> ``layer1_0_conv1``)."""
+    s = re.sub(r"\W", "_", name)
+    if not s or s[0].isdigit() or keyword.iskeyword(s):
+        s = "_" + s
+    return s
+
+
+class EmitContext:
+    """What an op's ``emit`` rule uses to add itself to the fx graph."""
+
+    def __init__(self, fx_graph: torch.fx.Graph):
+        self.fx_graph = fx_graph
+        self.modules: dict[str, torch.nn.Module] = {}
+        self._node: Node | None = None
+
+    def call_module(self, node: Node, module: torch.nn.Module, args: list, kwargs: dict | None = None):
+        """Register ``module`` at ``node.name`` and call it."""
+        self.modules[node.name] = module
+        return self.fx_graph.create_node("call_module", node.name, tuple(args), kwargs or {}, name=fx_name(node.name))
+
+    def call_function(self, fn, args: list, kwargs: dict | None = None):
+        """Call a free function; the first call of a node is named after it."""
+        name = fx_name(self._node.name) if self._node is not None else None
+        self._node = None  # later calls of the same node (n-ary add) get fresh names
+        return self.fx_graph.create_node("call_function", fn, tuple(args), kwargs or {}, name=name)
+
+
+_RESERVED_TOPLEVEL = None
+
+
+def _check_module_names(graph: Graph, names: list[str]) -> None:
+    """Module paths must not nest inside each other or shadow Module attributes."""
+    import torch.fx
+
+    global _RESERVED_TOPLEVEL
+    if _RESERVED_TOPLEVEL is None:
+        _RESERVED_TOPLEVEL = set(dir(torch.fx.GraphModule))
+    ordered = sorted(names)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.startswith(a + "."):
+            raise GraphError(
+                f"{graph[a].op} '{a}' and {graph[b].op} '{b}': a layer with parameters cannot also be a scope "
+                f"of another; rename one of them"
+            )
+    for n in names:
+        top = n.split(".")[0]
+        if top in _RESERVED_TOPLEVEL:
+            raise GraphError(f"{graph[n].op} '{n}': the name '{top}' is taken by torch.nn.Module; rename the node")
+        if any(part == "" for part in n.split(".")):
+            raise GraphError(f"{graph[n].op} '{n}': empty scope in name")
+
+
+def to_module(
+    graph: Graph,
+    *,
+    state_dict: Mapping[str, Any] | None = None,
+    strict: bool = True,
+) -> torch.fx.GraphModule:
+    """Compile ``graph`` to an ``nn.Module``.
+
+    Args:
+        graph: a graph; it is validated first.
+        state_dict: weights to load (e.g. torchvision's ``model.state_dict()``);
+            keys are the nodes' dotted names plus ``weight``/``bias``/....
+        strict: passed to ``load_state_dict``.
+
+    Returns:
+        A ``torch.fx.GraphModule`` whose forward takes the graph inputs in
+        order and returns the output tensor, or a dict when there are several.
+
+    Raises:
+        ArchlabError: invalid graph, clashing names, or weights that do not fit
+            (naming the keys).
+    """
+    import torch
+    import torch.fx
+
+    graph.validate()
+    fx_graph = torch.fx.Graph()
+    ctx = EmitContext(fx_graph)
+    values: dict[str, Any] = {}
+    for node in graph.topo_order():
+        if node.op == "input":
+            values[node.name] = fx_graph.placeholder(fx_name(node.name))
+            continue
+        shapes = [graph[i].shape for i in node.inputs]
+        ctx._node = node
+        values[node.name] = get_op(node.op).emit(ctx, node, [values[i] for i in node.inputs], shapes)
+    outs = {k: values[v] for k, v in graph.outputs.items()}
+    fx_graph.output(next(iter(outs.values())) if len(outs) == 1 else outs)
+
+    _check_module_names(graph, list(ctx.modules))
+    root = torch.nn.Module()
+    for name, mod in ctx.modules.items():
+        _assign(root, name, mod)
+    gm = torch.fx.GraphModule(root, fx_graph, class_name=fx_name(graph.name))
+    gm.eval()
+    if state_dict is not None:
+        load_weights(gm, state_dict, strict=strict, graph_name=graph.name)
+    return gm
+
+
+def _assign(root, dotted: str, module) -> None:
+    import torch
+
+    *parents, leaf = dotted.split(".")
+    cur = root
+    for p in parents:
+        if not hasattr(cur, p):
+            cur.add_module(p, torch.nn.Module())
+        cur = getattr(cur, p)
+    cur.add_module(leaf, module)
+
+
+def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, graph_name: str = "graph") -> None:
+    """``module.load_state_dict`` with an error that lists the keys and shapes that do not fit."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    bad = [
+        f"{k}: {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if bad:
+        problems.append("shape mismatch (given vs graph) " + "; ".join(bad[:5]))
+    if strict and missing:
+        problems.append(f"missing {len(missing)} key(s): {', '.join(missing[:5])}")
+    if strict and unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}")
+    if problems:
+        raise ArchlabError(f"weights do not fit graph {graph_name}: " + " | ".join(problems))
+    module.load_state_dict(dict(state_dict), strict=strict)
