@@ -38,12 +38,15 @@ def _as_int(v: Any) -> int:
 
 
 def _as_pair(v: Any) -> tuple[int, int]:
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise TypeError(f"expected an int or a pair of ints, got {v!r}")
-        return (_as_int(v[0]), _as_int(v[1]))
-    x = _as_int(v)
-    return (x, x)
+    try:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise TypeError
+            return (_as_int(v[0]), _as_int(v[1]))
+        x = _as_int(v)
+        return (x, x)
+    except TypeError:
+        raise TypeError(f"expected an int or a pair of ints, got {v!r}") from None
 
 
 def _as_ints(v: Any) -> tuple[int, ...]:

@@ -100,17 +100,24 @@ def to_module(
     import torch
     import torch.fx
 
+    import contextlib
+
     graph.validate()
     fx_graph = torch.fx.Graph()
     ctx = EmitContext(fx_graph)
     values: dict[str, Any] = {}
-    for node in graph.topo_order():
-        if node.op == "input":
-            values[node.name] = fx_graph.placeholder(fx_name(node.name))
-            continue
-        shapes = [graph[i].shape for i in node.inputs]
-        ctx._node = node
-        values[node.name] = get_op(node.op).emit(ctx, node, [values[i] for i in node.inputs], shapes)
+    # With a full state_dict coming, skip random initialisation (it dominates
+    # compile time for VGG-sized layers): build on the meta device, then
+    # materialise empty tensors and load.
+    skip_init = state_dict is not None and strict
+    with torch.device("meta") if skip_init else contextlib.nullcontext():
+        for node in graph.topo_order():
+            if node.op == "input":
+                values[node.name] = fx_graph.placeholder(fx_name(node.name))
+                continue
+            shapes = [graph[i].shape for i in node.inputs]
+            ctx._node = node
+            values[node.name] = get_op(node.op).emit(ctx, node, [values[i] for i in node.inputs], shapes)
     outs = {k: values[v] for k, v in graph.outputs.items()}
     fx_graph.output(next(iter(outs.values())) if len(outs) == 1 else outs)
 
@@ -120,6 +127,8 @@ def to_module(
         _assign(root, name, mod)
     gm = torch.fx.GraphModule(root, fx_graph, class_name=fx_name(graph.name))
     gm.eval()
+    if skip_init:
+        gm.to_empty(device="cpu")
     if state_dict is not None:
         load_weights(gm, state_dict, strict=strict, graph_name=graph.name)
     return gm

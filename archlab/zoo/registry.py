@@ -59,6 +59,18 @@ class ModelInfo:
         return self.builder(name=self.name, **kwargs)
 
 
+    def min_input_size(self, *, start: int = 16, stop: int = 1024) -> int:
+        """The smallest square input side (in steps of 1 from ``start``) the graph
+        accepts, found by shape inference (no weights are built)."""
+        for side in range(start, stop + 1):
+            try:
+                self.build(input_shape=(self.input_shape[0], side, side))
+                return side
+            except ArchlabError:
+                continue
+        raise ArchlabError(f"model {self.name}: no input side in [{start}, {stop}] fits")
+
+
 _MODELS: dict[str, ModelInfo] = {}
 
 

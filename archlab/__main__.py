@@ -1,0 +1,5 @@
+import sys
+
+from archlab.cli.main import main
+
+sys.exit(main())

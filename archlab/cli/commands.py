@@ -1,0 +1,85 @@
+"""The ``archlab`` subcommands. Each takes the parsed arguments and returns an exit status."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from archlab.cli.table import render
+
+
+def _graph(args: argparse.Namespace):
+    from archlab.resolve import parse_shape, resolve_model
+
+    cfg = {}
+    if getattr(args, "num_classes", None) is not None:
+        cfg["num_classes"] = args.num_classes
+    shape = parse_shape(args.input) if getattr(args, "input", None) else None
+    return resolve_model(args.model, input_shape=shape, **cfg)
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    """List the zoo: family, parameter count (from the IR), reference, torchvision twin."""
+    from archlab.zoo import list_models, model_info
+
+    rows = []
+    for name in list_models(args.pattern):
+        info = model_info(name)
+        params = info.build().num_params()
+        ref = f"{info.ref_params:,}" if info.ref_params else "-"
+        rows.append([name, info.family, f"{params:,}", ref, info.torchvision or "-", "x".join(map(str, info.input_shape))])
+    if not rows:
+        print(f"no zoo model matches {args.pattern!r}", file=sys.stderr)
+        return 2
+    print(render(["model", "family", "params", "reference", "torchvision", "input"], rows, align="llrrll"))
+    print(f"\n{len(rows)} models. Params are counted from the graph (no weights built); "
+          "`archlab compare MODEL --against torchvision` checks a model against torchvision.")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print the graph, one node a line."""
+    g = _graph(args)
+    print(g.to_text(max_nodes=None if args.full else 60))
+    print(f"# {len(g)} nodes, {g.num_params():,} parameters, outputs: {', '.join(g.outputs)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write the description file (YAML)."""
+    from archlab.lang import dump
+
+    text = dump(_graph(args))
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        with open(args.output, "w") as f:
+            f.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Compare a zoo model with torchvision's implementation."""
+    from archlab.resolve import parse_shape
+    from archlab.torchio.compare import compare_with_torchvision
+
+    shape = parse_shape(args.input) if args.input else None
+    r = compare_with_torchvision(args.model, input_shape=shape, dtype=args.dtype, batch=args.batch)
+    print(r.report())
+    ok = r.params_equal and r.state_dict_keys_equal and r.max_abs_diff <= args.tolerance
+    print(f"  verdict           {'identical' if ok else 'DIFFERENT'} (tolerance {args.tolerance:g})")
+    return 0 if ok else 1
+
+
+def cmd_ops(args: argparse.Namespace) -> int:
+    """List the registered ops and their attributes."""
+    from archlab.ops import all_ops
+
+    rows = []
+    for name, op in sorted(all_ops().items()):
+        lo, hi = op.arity
+        arity = str(lo) if lo == hi else f"{lo}+" if hi is None else f"{lo}-{hi}"
+        attrs = ", ".join(a.name + ("" if a.required else "=" + repr(a.default)) for a in op.attrs)
+        rows.append([name, arity, attrs or "-", op.doc])
+    print(render(["op", "inputs", "attributes", "what it does"], rows, align="llll"))
+    return 0

@@ -1,0 +1,66 @@
+"""``archlab`` command line. User errors print one line and exit with status 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from archlab.cli import commands
+
+MODEL_HELP = "zoo name (archlab zoo), description file (.yaml), torchvision:NAME or package.module:callable"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="archlab", description="Describe, analyze and search CNN architectures.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("zoo", help="list the model zoo with parameter counts")
+    s.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'resnet*'")
+    s.set_defaults(func=commands.cmd_zoo)
+
+    def model_cmd(name: str, help: str, func):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("model", help=MODEL_HELP)
+        s.add_argument("--input", metavar="CxHxW", help="input shape, e.g. 3x224x224 (default: the model's)")
+        s.add_argument("--num-classes", type=int, default=None, help="classifier outputs (zoo/torchvision models)")
+        s.set_defaults(func=func)
+        return s
+
+    s = model_cmd("show", "print a graph one node a line", commands.cmd_show)
+    s.add_argument("--full", action="store_true", help="print every node (default elides the middle of long graphs)")
+    s = model_cmd("export", "write a model's description file", commands.cmd_export)
+    s.add_argument("-o", "--output", help="file to write (default: stdout)")
+
+    s = sub.add_parser("compare", help="check a zoo model against torchvision's implementation")
+    s.add_argument("model", help="zoo model name")
+    s.add_argument("--against", choices=["torchvision"], default="torchvision")
+    s.add_argument("--input", metavar="CxHxW", help="input shape (default: the model's canonical input)")
+    s.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--tolerance", type=float, default=1e-5, help="max abs output difference allowed")
+    s.set_defaults(func=commands.cmd_compare)
+
+    s = sub.add_parser("ops", help="list the registered ops")
+    s.set_defaults(func=commands.cmd_ops)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from archlab.errors import ArchlabError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ArchlabError as e:
+        msg = " ".join(str(e).split("\n"))
+        print(f"archlab: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("archlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
