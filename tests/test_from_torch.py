@@ -71,6 +71,15 @@ def test_stochastic_depth_in_training_mode_asks_for_eval_mode():
     assert "stochastic_depth" in err.nodes and "model.eval()" in str(err)
 
 
+def test_named_tuple_outputs_keep_their_field_names():
+    # In training mode GoogLeNet returns GoogLeNetOutputs(logits, aux_logits2, aux_logits1).
+    model = torchvision.models.googlenet(num_classes=10, aux_logits=True, init_weights=False)
+    graph = archlab.from_torch(model, (3, 32, 32))
+    assert graph.outputs == {"logits": "fc", "aux_logits2": "aux2.fc2", "aux_logits1": "aux1.fc2"}
+    assert graph.num_params() == sum(p.numel() for p in model.parameters())
+    archlab.to_module(graph, state_dict=model.state_dict())  # strict: every weight has a node
+
+
 def test_feature_extractor_dict_outputs():
     from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -80,54 +89,8 @@ def test_feature_extractor_dict_outputs():
 
 
 # -- small custom models ------------------------------------------------------------
-class Branchy(nn.Module):
-    """view(size(0), -1), spatial means, cat, operator ops, functional pools."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"), nn.BatchNorm2d(8), nn.ReLU(inplace=True))
-        self.left = nn.Conv2d(8, 8, 1)
-        self.right = nn.Conv2d(8, 8, 3, padding=2, dilation=2, bias=False)
-        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True, dilation=1)
-        self.gate = nn.Conv2d(16, 16, 1)
-        self.fc = nn.Linear(16 * 4 * 4, 5)
-
-    def forward(self, x):
-        x = self.stem(x)
-        y = torch.cat([self.left(x), F.relu6(self.right(x))], dim=1)
-        y = operator.add(y, y.mean((2, 3), keepdim=True).sigmoid() * y)
-        y = self.pool(y) * torch.sigmoid(self.gate(F.adaptive_avg_pool2d(y, 1)))
-        y = F.avg_pool2d(F.max_pool2d(y, 2, padding=1), 2)
-        return self.fc(F.dropout(y.view(y.size(0), -1), 0.1, self.training)) + self.fc_skip(y)
-
-    def fc_skip(self, y):
-        return torch.flatten(y, 1).mean(1, keepdim=True) * 0 if False else self.fc(y.reshape(y.shape[0], -1)).relu()
-
-
-def test_custom_model_with_views_means_and_operators():
-    torch.manual_seed(0)
-    model = Branchy()
-    model.fc_twice = False
-    graph = None
-    with pytest.raises(ImportTorchError, match="weight sharing"):  # fc is called twice
-        archlab.from_torch(model, (3, 16, 16))
-
-    class Single(Branchy):
-        def forward(self, x):
-            x = self.stem(x)
-            y = torch.cat([self.left(x), F.relu6(self.right(x))], dim=1)
-            y = operator.add(y, y.mean((2, 3), keepdim=True).sigmoid() * y)
-            y = self.pool(y) * torch.sigmoid(self.gate(F.adaptive_avg_pool2d(y, 1)))
-            y = F.avg_pool2d(F.max_pool2d(y, 2, padding=1), 2)
-            return self.fc(F.dropout(y.view(y.size(0), -1), 0.1, self.training)) + y.mean([-1, -2])[:, :5].relu()
-
-    graph = None
-    err = import_error(Single(), (3, 16, 16))
-    assert err.nodes == ["getitem"]  # only the slice is unmappable; the spatial mean is not
-
-
 class Net(nn.Module):
-    """view(size(0), -1), a spatial mean, cat and operator ops, all mappable."""
+    """view(size(0), -1), spatial means, cat, operator ops, functional pools: all mappable."""
 
     def __init__(self):
         super().__init__()
@@ -147,3 +110,140 @@ class Net(nn.Module):
         y = F.avg_pool2d(F.max_pool2d(y, 2, padding=1), 2, ceil_mode=True)
         flat = F.dropout(y.view(y.size(0), -1), 0.1, self.training)
         return self.fc(flat) + self.head(y.mean([-1, -2])).relu()
+
+
+def test_custom_model_with_views_means_and_operators():
+    graph = assert_same_as(Net(), (3, 16, 16))
+    assert graph["view"].op == "flatten"
+    assert graph["mean"].op == "adaptive_avg_pool2d"  # keepdim=True
+    assert graph["mean_1"].op == "flatten" and graph["mean_1"].inputs == ("mean_1.adaptive_avg_pool2d",)
+    assert graph["stem.0"].attrs["padding"] == (1, 1)  # padding="same"
+
+
+class Layers(nn.Module):
+    """The remaining module and function rules, one use each."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding="valid", stride=(1, 2), groups=3)
+        self.acts = nn.Sequential(nn.Identity(), nn.Hardtanh(0.0, 6.0), nn.Hardswish(), nn.SiLU(), nn.Hardsigmoid())
+        self.pools = nn.Sequential(nn.AvgPool2d(3, 1, padding=1, count_include_pad=False), nn.MaxPool2d(2, dilation=2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d((2, None)), nn.Flatten(), nn.Dropout(0.3))
+
+    def forward(self, x):
+        y = self.pools(self.acts(self.conv(x)))
+        y = torch.add(y, F.hardswish(F.silu(y)), alpha=1) * F.hardsigmoid(torch.relu(y))
+        y = torch.mul(y, torch.sigmoid(y.mean(dim=(-2, -1), keepdim=True))).relu_()
+        z = self.head(y)
+        flat = y.view(-1, y.size(1) * y.size(2) * y.size(3))  # size arithmetic feeding a view
+        return torch.concat([z, y.flatten(1), y.reshape(y.shape[0], -1), F.relu(flat)], 1)
+
+
+def test_every_layer_rule_imports_exactly():
+    graph = assert_same_as(Layers(), (3, 12, 16))
+    assert {n.op for n in graph} >= {"identity", "relu6", "hardswish", "silu", "hardsigmoid", "avg_pool2d", "concat"}
+
+
+def test_import_restores_training_flags():
+    model = Net().train()
+    archlab.from_torch(model, (3, 16, 16))
+    assert all(m.training for m in model.modules())
+
+
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.GELU()
+
+    def forward(self, x):
+        return self.act(torch.tanh(self.conv(x)))
+
+
+def test_unsupported_ops_are_all_named():
+    err = import_error(Unsupported())
+    assert err.nodes == ["tanh", "act"]
+    assert "tanh: call_function torch.tanh: archlab has no op for torch.tanh" in str(err)
+    assert "call_module torch.nn.modules.activation.GELU 'act'" in str(err)
+
+
+class Shared(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.relu(self.conv(x)))
+
+
+def test_weight_sharing_is_reported():
+    err = import_error(Shared())
+    assert err.nodes == ["conv_1"] and "weight sharing" in str(err)
+
+
+def test_tied_parameters_are_reported():
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1))
+    model[1].weight = model[0].weight
+    err = import_error(model)
+    assert err.nodes == ["_1"] and "'0.weight'" in str(err)
+
+
+class DataDependent(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return F.relu(x)
+        return x
+
+
+def test_untraceable_model_gives_one_line_error():
+    err = import_error(DataDependent())
+    assert "\n" not in str(err)
+    assert "DataDependent" in str(err) and "TraceError" in str(err)
+    assert err.__cause__ is None and err.__suppress_context__
+
+
+def test_wrong_input_shape_names_the_failing_node():
+    err = import_error(Unsupported(), (5, 16, 16))
+    assert "at node 'conv'" in str(err) and "1x5x16x16" in str(err)
+
+
+@pytest.mark.parametrize("forward, node, words", [
+    (lambda self, x: self.conv(x) * 2, "mul", "operand 2"),
+    (lambda self, x: (self.conv(x), x), "output", "return a dict"),
+], ids=["constant-operand", "tuple-output"])
+def test_unexpressible_uses_are_reported(forward, node, words):
+    model = type("M", (Unsupported,), {"forward": forward})()
+    err = import_error(model)
+    assert err.nodes == [node] and words in str(err)
+
+
+class InPlace(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = F.relu(y, inplace=True)  # also changes y, which the add reads
+        return z + y
+
+
+def test_inplace_op_whose_input_is_read_later_is_reported():
+    err = import_error(InPlace())
+    assert err.nodes == ["relu"] and "in place" in str(err)
+
+
+class Heads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return {"features": y, "logits": self.fc(torch.flatten(F.adaptive_avg_pool2d(y, (1, 1)), 1))}
+
+
+def test_dict_outputs_become_named_outputs():
+    graph = assert_same_as(Heads(), (3, 8, 8))
+    assert graph.outputs == {"features": "conv", "logits": "fc"}

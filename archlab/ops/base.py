@@ -16,7 +16,8 @@ adding an op touches exactly one class.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence, Union
 
 from archlab.errors import ArchlabError, AttrError, UnknownOpError, fmt_shape, node_error
 
@@ -28,7 +29,119 @@ Shape = tuple[int, ...]
 
 OpName = str
 
+CONVENTIONS = ("torchvision", "fvcore", "full")
+"""FLOP/MAC counting conventions (all figures are multiply-accumulates, MACs):
+
+* ``torchvision``: convolutions and matrix products only (conv: out elements x
+  in_channels/groups x kh x kw; linear: in x out); bias, norms, activations,
+  pooling and element-wise ops count 0. Reproduces torchvision's ``_ops``
+  metadata and ``torch.utils.flop_counter.FlopCounterMode`` / 2.
+* ``fvcore``: what ``fvcore.nn.FlopCountAnalysis`` counts: the above, plus batch
+  norm (eval: 1 per element, 2 if affine), adaptive average pooling (1 per input
+  element), nearest/bilinear upsampling (1/4 per output element); everything
+  else (ReLU, add, mul, pooling, concat, ...) 0.
+* ``full``: every op: the above with bias adds, batch norm as 2 per element
+  (affine) or 1, one op per element for activations, add (per extra input) and
+  mul, and one per window element for pooling.
+"""
+
+Count = int
+
 _REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Window:
+    """Receptive-field geometry of an op along one spatial axis
+    (Araujo, Norris & Sim, Distill 2019).
+
+    Fields:
+        kernel: input units one output unit reads (dilation folded in:
+            ``d * (k - 1) + 1``).
+        stride: input units between neighbouring outputs; a ``Fraction`` below 1
+            for upsampling / transposed convolution.
+        padding: left padding in input units (the first window starts at
+            ``-padding``).
+    """
+
+    kernel: int
+    stride: Union[int, Fraction] = 1
+    padding: Union[int, Fraction] = 0
+
+
+POINTWISE = (Window(1, 1, 0), Window(1, 1, 0))
+"""The field rule of element-wise ops, norms, concat: one input unit per output unit."""
+
+GLOBAL = "global"
+"""The field rule of ops whose every output reads the whole input (global pooling, flatten)."""
+
+RFRule = Union[tuple[Window, Window], str]
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A tensor an op saves for backward besides its inputs and output
+    (max-pool indices, a dropout mask, batch-norm statistics).
+
+    Fields:
+        what: a name for reports (``indices``, ``mask``, ``save_mean``).
+        elements: element count, per sample when ``per_sample`` else in total.
+        per_sample: whether it scales with the batch (indices, masks) or not
+            (per-channel statistics).
+        dtype: ``"activation"`` (the activations' dtype), ``"param"`` (the
+            parameters' dtype: batch norm computes its statistics in the weights'
+            precision) or a fixed ``"int64"`` / ``"bool"``.
+    """
+
+    what: str
+    elements: int
+    per_sample: bool = True
+    dtype: str = "activation"
+
+
+@dataclass(frozen=True)
+class MemoryRule:
+    """How a node occupies memory in PyTorch, for the function its ``emit``
+    calls, on CPU (checked with ``torch.autograd.graph.saved_tensors_hooks``).
+
+    Fields:
+        alias: index of the input whose storage the output shares at inference
+            (eval mode, no grad): views (``flatten``) and no-ops (``identity``,
+            eval ``dropout``) allocate nothing; ``None`` when the op allocates
+            its output.
+        train_alias: whether ``alias`` also holds in training mode (``False`` for
+            dropout, which then allocates its output and a mask).
+        saved_inputs: indices of the inputs autograd saves for backward.
+        saved_output: whether autograd saves the output (ReLU, sigmoid).
+        cross_saved: input ``i`` in ``saved_inputs`` is saved only when another
+            input requires grad (``mul``: d(a*b)/da needs ``b``).
+        saved_extra: tensors saved besides inputs and output.
+        buffer_bytes: bytes of the node's buffers (running statistics, counters).
+        table_row: whether a per-layer table in the CS231n style lists the node:
+            layers, pooling, merges and the input do; element-wise activations
+            (folded into the layer before them, as in-place ReLU), views, no-ops
+            and pooling that is an identity at this input size do not.
+
+    Saved tensors count only when the node is differentiable (it has parameters
+    or an input that requires grad); parameters and buffers autograd saves
+    (weights, running statistics) are counted as parameters, not here.
+    """
+
+    alias: int | None = None
+    train_alias: bool = True
+    saved_inputs: tuple[int, ...] = ()
+    saved_output: bool = False
+    cross_saved: bool = False
+    saved_extra: tuple[Saved, ...] = ()
+    buffer_bytes: int = 0
+    table_row: bool = True
+
+
+def numel(shape: Shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def _as_int(v: Any) -> int:
@@ -183,6 +296,23 @@ class Op:
     def buffers(self, node: Node, shapes: Sequence[Shape]) -> int:
         """Number of buffer elements (running statistics, counters) of ``node``."""
         return 0
+
+    def macs(self, node: Node, shapes: Sequence[Shape], out: Shape, convention: str) -> Count:
+        """Multiply-accumulates of one sample under ``convention`` (see
+        :data:`CONVENTIONS`). Every op must define it: an op without a rule is
+        reported by the analyzers, never counted as 0."""
+        raise NotImplementedError
+
+    def rf(self, node: Node, shapes: Sequence[Shape], out: Shape) -> RFRule:
+        """Receptive-field rule: a :class:`Window` per spatial axis (H, W),
+        :data:`POINTWISE` or :data:`GLOBAL`. Applies to every input."""
+        raise NotImplementedError
+
+    def memory(self, node: Node, shapes: Sequence[Shape], out: Shape) -> MemoryRule:
+        """Memory rule (:class:`MemoryRule`): aliasing, tensors saved for
+        backward, buffers. Every op must define it: an op without a rule is
+        reported by the memory analysis, never counted as 0."""
+        raise NotImplementedError
 
     def emit(self, ctx, node: Node, args: list, shapes: Sequence[Shape]):
         """Add ``node`` to the fx graph being compiled and return the fx value.

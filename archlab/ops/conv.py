@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archlab.errors import ChannelMismatchError, ShapeError
-from archlab.ops.base import Attr, Op, register_op
+from archlab.ops.base import Attr, MemoryRule, Op, GLOBAL, Window, numel, register_op
 from archlab.ops.spatial import window_out
 
 
@@ -54,6 +54,24 @@ class Conv2d(Op):
         n = a["out_channels"] * (cin // a["groups"]) * kh * kw
         return n + (a["out_channels"] if a["bias"] else 0)
 
+    def macs(self, node, shapes, out, convention):
+        a = node.attrs
+        kh, kw = a["kernel_size"]
+        n = numel(out) * (shapes[0][0] // a["groups"]) * kh * kw
+        if convention == "full" and a["bias"]:
+            n += numel(out)
+        return n
+
+    def rf(self, node, shapes, out):
+        a = node.attrs
+        return tuple(
+            Window(a["dilation"][i] * (a["kernel_size"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1)
+        )
+
+    def memory(self, node, shapes, out):
+        # ConvolutionBackward0 saves input and weight (the weight counts as a parameter).
+        return MemoryRule(saved_inputs=(0,))
+
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn
 
@@ -82,6 +100,17 @@ class Linear(Op):
     def params(self, node, shapes):
         n = shapes[0][0] * node.attrs["out_features"]
         return n + (node.attrs["out_features"] if node.attrs["bias"] else 0)
+
+    def macs(self, node, shapes, out, convention):
+        n = shapes[0][0] * out[0]
+        return n + (out[0] if convention == "full" and node.attrs["bias"] else 0)
+
+    def rf(self, node, shapes, out):
+        return GLOBAL
+
+    def memory(self, node, shapes, out):
+        # AddmmBackward0 (MmBackward0 without bias) saves the input and weight.t().
+        return MemoryRule(saved_inputs=(0,))
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn

@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 
 from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError, fmt_shape
-from archlab.ops.base import Op, register_op
+from archlab.ops.base import POINTWISE, Op, numel, register_op
 
 
 def _names(node) -> str:
@@ -35,6 +35,12 @@ class Add(Op):
                     fix="a strided branch needs a strided shortcut (or crop/resize one side)",
                 )
         return first
+
+    def macs(self, node, shapes, out, convention):
+        return numel(out) * (len(shapes) - 1) if convention == "full" else 0
+
+    def rf(self, node, shapes, out):
+        return POINTWISE
 
     def emit(self, ctx, node, args, shapes):
         out = args[0]
@@ -69,6 +75,14 @@ class Mul(Op):
             fix="only a Cx1x1 gate broadcasts",
         )
 
+    def macs(self, node, shapes, out, convention):
+        return numel(out) if convention == "full" else 0
+
+    def rf(self, node, shapes, out):
+        """Pointwise; a broadcast Cx1x1 input is read by every output unit (the
+        receptive-field pass treats it as covering that input's whole field)."""
+        return POINTWISE
+
     def emit(self, ctx, node, args, shapes):
         return ctx.call_function(operator.mul, args)
 
@@ -93,6 +107,12 @@ class Concat(Op):
                     fix="crop or resize one side to the other's size",
                 )
         return (sum(s[0] for s in shapes), *first[1:])
+
+    def macs(self, node, shapes, out, convention):
+        return 0
+
+    def rf(self, node, shapes, out):
+        return POINTWISE
 
     def emit(self, ctx, node, args, shapes):
         import torch

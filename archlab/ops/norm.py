@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archlab.errors import ShapeError
-from archlab.ops.base import Attr, Op, register_op
+from archlab.ops.base import POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
 
 
 @register_op
@@ -29,6 +29,24 @@ class BatchNorm2d(Op):
 
     def buffers(self, node, shapes):
         return 2 * shapes[0][0] + 1 if node.attrs["track_running_stats"] else 0
+
+    def macs(self, node, shapes, out, convention):
+        # Inference: a per-channel scale (and shift when affine), as fvcore counts it.
+        if convention == "torchvision":
+            return 0
+        return numel(out) * (2 if node.attrs["affine"] else 1)
+
+    def rf(self, node, shapes, out):
+        return POINTWISE
+
+    def memory(self, node, shapes, out):
+        # NativeBatchNormBackward0 saves the input, weight and running stats, and
+        # the per-channel batch mean and inverse std in the weights' dtype.
+        c = shapes[0][0]
+        stats = tuple(Saved(w, c, per_sample=False, dtype="param") for w in ("save_mean", "save_invstd"))
+        # running_mean/var in fp32, num_batches_tracked an int64.
+        buffers = 2 * c * 4 + 8 if node.attrs["track_running_stats"] else 0
+        return MemoryRule(saved_inputs=(0,), saved_extra=stats, buffer_bytes=buffers)
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archlab.errors import ShapeError
-from archlab.ops.base import Attr, Op, register_op
+from archlab.ops.base import GLOBAL, Attr, MemoryRule, Op, Saved, Window, numel, register_op
 from archlab.ops.spatial import window_out
 
 
@@ -37,6 +37,17 @@ class _Pool2d(Op):
             out.append(o)
         return (c, out[0], out[1])
 
+    def macs(self, node, shapes, out, convention):
+        if convention != "full":
+            return 0  # neither torchvision nor fvcore counts pooling
+        kh, kw = node.attrs["kernel_size"]
+        return numel(out) * kh * kw
+
+    def rf(self, node, shapes, out):
+        a = node.attrs
+        d = a.get("dilation", (1, 1))
+        return tuple(Window(d[i] * (a["kernel_size"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1))
+
 
 @register_op
 class MaxPool2d(_Pool2d):
@@ -49,6 +60,10 @@ class MaxPool2d(_Pool2d):
         Attr("dilation", "pair", 1, positive=True),
         Attr("ceil_mode", "bool", False),
     )
+
+    def memory(self, node, shapes, out):
+        # MaxPool2DWithIndicesBackward0 saves the input and int64 argmax indices.
+        return MemoryRule(saved_inputs=(0,), saved_extra=(Saved("indices", numel(out), dtype="int64"),))
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn.functional as F
@@ -70,6 +85,9 @@ class AvgPool2d(_Pool2d):
         Attr("ceil_mode", "bool", False),
         Attr("count_include_pad", "bool", True),
     )
+
+    def memory(self, node, shapes, out):
+        return MemoryRule(saved_inputs=(0,))  # AvgPool2DBackward0 saves the input
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn.functional as F
@@ -93,6 +111,35 @@ class AdaptiveAvgPool2d(Op):
         if len(shape) != 3:
             raise self.shape_error(ShapeError, node, shapes, "adaptive_avg_pool2d needs a CxHxW input")
         return (shape[0], *node.attrs["output_size"])
+
+    def macs(self, node, shapes, out, convention):
+        # fvcore: 1 per input element; full: the same (one add per input element).
+        return 0 if convention == "torchvision" else numel(shapes[0])
+
+    def rf(self, node, shapes, out):
+        """Global for a 1x1 output; otherwise the bins of PyTorch's adaptive
+        pooling (bin i spans floor(i*H/o) .. ceil((i+1)*H/o)), which are a regular
+        window exactly when o divides H."""
+        if out[1:] == (1, 1):
+            return GLOBAL
+        wins = []
+        for size, o in zip(shapes[0][1:], out[1:]):
+            if size % o == 0:
+                wins.append(Window(size // o, size // o, 0))
+            else:
+                from fractions import Fraction
+
+                span = max(-((-(i + 1) * size) // o) - (i * size) // o for i in range(o))
+                wins.append(Window(span, Fraction(size, o), 0))
+        return tuple(wins)
+
+    def memory(self, node, shapes, out):
+        """A 1x1 output dispatches to ``mean`` (MeanBackward1 saves no tensor);
+        other sizes to ``_adaptive_avg_pool2d``, which saves its input. Pooling
+        to the input's own size (torchvision VGG's 7x7 at 224) is an identity
+        that still allocates, and no row of a per-layer table."""
+        saved = () if out[1:] == (1, 1) else (0,)
+        return MemoryRule(saved_inputs=saved, table_row=out != shapes[0])
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn.functional as F

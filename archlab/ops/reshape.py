@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archlab.errors import ShapeError
-from archlab.ops.base import Attr, Op, register_op
+from archlab.ops.base import GLOBAL, POINTWISE, Attr, Op, register_op
 
 
 @register_op
@@ -17,6 +17,12 @@ class Input(Op):
     def infer_shape(self, node, shapes):
         return tuple(node.attrs["shape"])
 
+    def macs(self, node, shapes, out, convention):
+        return 0
+
+    def rf(self, node, shapes, out):
+        return POINTWISE
+
 
 @register_op
 class Flatten(Op):
@@ -30,6 +36,14 @@ class Flatten(Op):
         for s in shapes[0]:
             n *= s
         return (n,)
+
+    def macs(self, node, shapes, out, convention):
+        return 0
+
+    def rf(self, node, shapes, out):
+        """A flat vector has no spatial layout: each element's field is treated as
+        the whole input (what a following linear layer sees)."""
+        return GLOBAL
 
     def emit(self, ctx, node, args, shapes):
         import torch
@@ -49,6 +63,12 @@ class Dropout(Op):
         if not 0.0 <= node.attrs["p"] <= 1.0:
             raise self.shape_error(ShapeError, node, shapes, f"p={node.attrs['p']} is not a probability")
         return shapes[0]
+
+    def macs(self, node, shapes, out, convention):
+        return 0  # identity at inference
+
+    def rf(self, node, shapes, out):
+        return POINTWISE
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn

@@ -53,12 +53,23 @@ class Comparison:
 
 
 def perturb_(module, seed: int = 0) -> None:
-    """Give every batch norm non-trivial affine parameters and running statistics."""
+    """Make outputs depend visibly on every layer: He-normal (fan-in) conv and
+    linear weights, small random biases, and batch norms with non-trivial affine
+    parameters and running statistics. (A fresh torchvision model's BN is the
+    identity, and some inits make deep nets' logits nearly input-independent, so
+    an equality test would prove little.)"""
+    import math
+
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in module.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 if m.affine:
                     m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)

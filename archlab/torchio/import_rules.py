@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from archlab.errors import fmt_shape
 
 ALIAS = "<alias>"  # the node's value is its first input (contiguous, dropout with training=False)
-SCALAR = "<scalar>"  # a Python value such as a size; view/reshape rules read the traced shapes instead
+SCALAR = "<scalar>"  # marks a Python value such as a size; view/reshape rules read the traced shapes instead
 
 
 class Unmapped(Exception):
@@ -35,7 +35,7 @@ class Mapped:
     """What one fx node becomes.
 
     Fields:
-        op: an archlab op name, or :data:`ALIAS` / :data:`SCALAR`.
+        op: an archlab op name, or :data:`ALIAS` (the node passes its first input through).
         inputs: the fx nodes feeding it, in argument order.
         attrs: the op's attributes (canonicalised by the op definition).
         then: unary ops applied after ``op`` (a spatial mean without keepdim is
@@ -69,7 +69,8 @@ class Site:
         unknown = [k for k in self.node.kwargs if k not in names]
         missing = [k for k in names if k not in bound]
         if unknown or missing:
-            raise Unmapped(f"unsupported argument(s) {', '.join(unknown)}" if unknown else f"missing argument(s) {', '.join(missing)}")
+            raise Unmapped(f"unsupported argument(s) {', '.join(unknown)}" if unknown
+                           else f"missing argument(s) {', '.join(missing)}")
         return bound
 
     def shape(self, value: Any) -> tuple[int, ...] | None:
@@ -200,7 +201,8 @@ def _cat(s: Site) -> Mapped:
 def _flatten_dims(x: fx.Node, start: Any, end: Any, s: Site) -> Mapped:
     rank = len(s.shape(x))
     if start % rank != 1 or end % rank != rank - 1:
-        raise Unmapped(f"flattens dims {start}..{end}; archlab's flatten keeps only the batch dim (start_dim=1, end_dim=-1)")
+        raise Unmapped(f"flattens dims {start}..{end}; archlab's flatten keeps only the batch dim "
+                       "(start_dim=1, end_dim=-1)")
     return Mapped("flatten", (x,))
 
 
@@ -224,7 +226,8 @@ def _mean(s: Site) -> Mapped:
     dims = (a["dim"],) if isinstance(a["dim"], int) else tuple(a["dim"] or ())
     rank = len(s.shape(x))
     if rank != 4 or a["dtype"] is not None or sorted(d % rank for d in dims) != [2, 3]:
-        raise Unmapped(f"mean over dims {dims} of a {fmt_shape(s.shape(x))} tensor; archlab maps only the spatial mean (dims 2, 3)")
+        raise Unmapped(f"mean over dims {dims} of a {fmt_shape(s.shape(x))} tensor; archlab maps only the spatial "
+                       "mean (dims 2, 3)")
     return Mapped("adaptive_avg_pool2d", (x,), {"output_size": 1}, then=() if a["keepdim"] else (("flatten", {}),))
 
 
@@ -233,7 +236,8 @@ def _adaptive_avg_pool(x: fx.Node, size: Any, s: Site) -> Mapped:
     if len(shape) != 4:
         raise Unmapped(f"pools a {fmt_shape(shape)} tensor; archlab pools NxCxHxW")
     size = (size, size) if isinstance(size, int) else tuple(size)
-    return Mapped("adaptive_avg_pool2d", (x,), {"output_size": tuple(shape[2 + i] if v is None else v for i, v in enumerate(size))})
+    size = tuple(shape[2 + i] if v is None else v for i, v in enumerate(size))  # None keeps that input size
+    return Mapped("adaptive_avg_pool2d", (x,), {"output_size": size})
 
 
 def _adaptive_avg_pool_function(s: Site) -> Mapped:
@@ -241,8 +245,11 @@ def _adaptive_avg_pool_function(s: Site) -> Mapped:
     return _adaptive_avg_pool(s.tensor(a["input"]), a["output_size"], s)
 
 
-_MAX_POOL = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False}
-_AVG_POOL = {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True, "divisor_override": None}
+# Pooling parameters (as torch names them, in F.*_pool2d's order) and their defaults; kernel_size is required.
+_MAX_POOL = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+             "return_indices": False}
+_AVG_POOL = {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
+             "divisor_override": None}
 
 
 def _max_pool(x: fx.Node, a: dict[str, Any]) -> Mapped:

@@ -25,13 +25,10 @@ from archlab.graph import Graph
 from archlab.graph.node import Node as IRNode
 from archlab.ops import get_op
 from archlab.torchio.import_rules import (
-    ALIAS, SCALAR, Site, Unmapped, find_rule, is_shape_arithmetic, short_target, target_name,
+    ALIAS, SCALAR, Mapped, Site, Unmapped, find_rule, is_shape_arithmetic, short_target, target_name,
 )
 
-_FIX = (
-    "archlab has no op for these: rewrite them with supported ops, turn the submodule that holds them into "
-    "a leaf of a supported type, or file an issue"
-)
+_FIX = "to import the model, rewrite these parts with ops archlab supports, or file an issue asking for the missing op"
 
 
 def from_torch(module: torch.nn.Module, input_shape: tuple[int, ...], *, name: str | None = None) -> Graph:
@@ -90,7 +87,8 @@ def _trace(module: torch.nn.Module) -> fx.GraphModule:
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
         raise ImportTorchError(
             f"cannot import {type(module).__qualname__}: torch.fx cannot trace it ({_one_line(e)}); "
-            "remove Python control flow on tensor values from forward, or wrap that part in a leaf module"
+            "make forward traceable (no Python control flow on tensor values), or move the untraceable part into a "
+            "leaf module"
         ) from None
 
 
@@ -114,6 +112,10 @@ def _propagate(gm: fx.GraphModule, module: torch.nn.Module, input_shape: tuple[i
     first = next((p for p in module.parameters() if p.is_floating_point()), None)
     dtype, device = (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
     flags = {m: m.training for m in (*module.modules(), *gm.modules())}
+    required = [n.name for n in gm.graph.nodes if n.op == "placeholder" and not n.args]  # args holds a default
+    if len(required) != 1:
+        raise ImportTorchError(f"cannot import {type(module).__qualname__}: forward takes {len(required)} tensor "
+                               f"inputs ({', '.join(required)}); from_torch imports single-input models")
     recorder = _ShapeRecorder(gm)
     try:
         gm.eval()
@@ -164,7 +166,7 @@ class _Importer:
         self.value: dict[fx.Node, str] = {}  # fx node -> archlab node name (or SCALAR)
         self.ir_shapes: dict[str, tuple[int, ...] | None] = {}
         self.ir_nodes: list[IRNode] = []
-        self.problems: list[tuple[str, str, str]] = []  # (fx node name, target summary, "kind target: reason")
+        self.problems: list[tuple[str, str, str, str]] = []  # (fx node, short target, "kind target: " or "", reason)
         self.stateful_calls: dict[str, str] = {}  # module path -> first fx node calling it
         self.param_owners: dict[int, str] = {}  # id(parameter) -> first qualified name seen
 
@@ -177,7 +179,8 @@ class _Importer:
         inputs = [n for n in nodes if n.op == "placeholder" and n in live]
         if len(inputs) != 1:
             found = ", ".join(n.name for n in inputs) or "none"
-            self.problems.append((output.name, "inputs", f"the output depends on {len(inputs)} inputs ({found}); from_torch imports single-input models"))
+            self.problems.append((output.name, "inputs", "", f"the output depends on {len(inputs)} inputs ({found}); "
+                                                         "from_torch imports single-input models"))
         packer = _namedtuple_packer(output)
         for n in nodes:
             if n is packer:
@@ -198,13 +201,15 @@ class _Importer:
 
     def _error(self, cls: str) -> ImportTorchError:
         """All problems in one error: a summary by target, then one line per fx node."""
-        counts = Counter(target for _, target, _ in self.problems)
+        by_node: dict[str, tuple[str, str, list[str]]] = {}
+        for node, short, desc, why in self.problems:
+            by_node.setdefault(node, (short, desc, []))[2].append(why)
+        counts = Counter(short for short, _, _ in by_node.values())
         summary = ", ".join(f"{t} x{c}" if c > 1 else t for t, c in counts.items())
-        listed = "\n".join(f"  - {node}: {why}" for node, _, why in self.problems)
-        err = ImportTorchError(
-            f"cannot import {cls}: {len(self.problems)} fx node(s) cannot be expressed in archlab ({summary}):\n{listed}\n{_FIX}"
-        )
-        err.nodes = [node for node, _, _ in self.problems]
+        listed = "\n".join(f"  - {node}: {desc}{'; also '.join(whys)}" for node, (_, desc, whys) in by_node.items())
+        head = f"cannot import {cls}: {len(by_node)} fx node(s) cannot be expressed in archlab ({summary}):"
+        err = ImportTorchError(f"{head}\n{listed}\n{_FIX}")
+        err.nodes = list(by_node)
         return err
 
     @staticmethod
@@ -227,7 +232,8 @@ class _Importer:
             elif n.op == "call_method":
                 inplace = n.target.endswith("_") and not n.target.endswith("__")
             elif n.op == "call_function":
-                inplace = _inplace_arg(n) or getattr(n.target, "__name__", "").endswith("_") or getattr(n.target, "__name__", "") in ("iadd", "imul")
+                fn = getattr(n.target, "__name__", "")
+                inplace = _inplace_arg(n) or fn.endswith("_") or fn in ("iadd", "imul", "setitem")
             else:
                 inplace = False
             x = n.args[0] if n.args else None
@@ -235,12 +241,13 @@ class _Importer:
                 continue
             later = [u.name for u in x.users if u is not n and u in live and order[u] > order[n]]
             if later:
-                self._problem(n, f"overwrites '{x.name}' in place, which {', '.join(map(repr, later))} read(s) afterwards; "
-                                 "archlab graphs are functional, so use the returned value instead")
+                readers = ", ".join(map(repr, later))
+                self._problem(n, f"overwrites '{x.name}' in place, which {readers} read(s) afterwards; archlab graphs "
+                                 "are functional, so use the returned value instead")
 
     def _problem(self, n: fx.Node, reason: str) -> None:
         module = self.modules.get(n.target) if n.op == "call_module" else None
-        self.problems.append((n.name, short_target(n, module), f"{target_name(n, module)}: {reason}"))
+        self.problems.append((n.name, short_target(n, module), f"{target_name(n, module)}: ", reason))
 
     def _map(self, n: fx.Node) -> None:
         result = self.results.get(n)
@@ -251,9 +258,7 @@ class _Importer:
         try:
             rule = find_rule(n, module)
             mapped = rule(Site(n, module, self.results))
-            if mapped.op == SCALAR:
-                self.value[n] = SCALAR
-            elif mapped.op == ALIAS:
+            if mapped.op == ALIAS:
                 self.value[n] = self._ir_input(mapped.inputs[0])
             else:
                 self._emit(n, module, mapped)
@@ -272,13 +277,13 @@ class _Importer:
             raise Unmapped(f"uses {v!r} as a tensor, but it is a size or a constant")
         return self.value[v]
 
-    def _emit(self, n: fx.Node, module: torch.nn.Module | None, mapped) -> None:
+    def _emit(self, n: fx.Node, module: torch.nn.Module | None, mapped: Mapped) -> None:
         stateful = module is not None and any(True for _ in (*module.parameters(), *module.buffers()))
         if stateful:
             first = self.stateful_calls.setdefault(n.target, n.name)
             if first != n.name:
-                raise Unmapped(f"module '{n.target}' is also called at '{first}': weight sharing cannot be expressed "
-                               "(every archlab node owns its weights)")
+                raise Unmapped(f"calls module '{n.target}' a second time (first at fx node '{first}'): weight sharing "
+                               "cannot be expressed (every archlab node owns its weights)")
             for pname, p in module.named_parameters():
                 owner = self.param_owners.setdefault(id(p), f"{n.target}.{pname}")
                 if owner != f"{n.target}.{pname}":
@@ -341,13 +346,14 @@ class _Importer:
         elif isinstance(ret, tuple) and hasattr(ret, "_fields"):  # a named tuple: its fields name the outputs
             named = dict(zip(ret._fields, ret))
         else:
-            self.problems.append((output.name, "output", f"forward returns a {type(ret).__name__}; archlab graphs return one "
-                                               "tensor or a dict of tensors, so return a dict"))
+            why = f"forward returns a {type(ret).__name__}; archlab graphs return a tensor or a dict: return a dict"
+            self.problems.append((output.name, "output", "", why))
             return {}
         out = {}
         for key, v in named.items():
             if isinstance(v, fx.Node) and self.value.get(v, SCALAR) != SCALAR:
                 out[key] = self.value[v]
             else:
-                self.problems.append((output.name, "output", f"output '{key}' is {v!r}, not a tensor computed from the input"))
+                why = f"output '{key}' is {v!r}, not a tensor computed from the input"
+                self.problems.append((output.name, "output", "", why))
         return out

@@ -15,8 +15,9 @@ from archlab.lang import GraphBuilder
 from archlab.zoo.registry import register_model
 
 KRIZHEVSKY2012 = (
-    "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks, NeurIPS 2012; "
-    "single-GPU variant of Krizhevsky, One weird trick for parallelizing convolutional neural networks (arXiv:1404.5997)"
+    "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep Convolutional Neural Networks, "
+    "NeurIPS 2012; single-GPU variant of Krizhevsky, One weird trick for parallelizing convolutional "
+    "neural networks (arXiv:1404.5997)"
 )
 
 # Convolutional stage, one row per conv layer (each followed by a ReLU):

@@ -14,7 +14,11 @@ from archlab.graph import Graph
 from archlab.lang import GraphBuilder
 from archlab.zoo.registry import register_model
 
-SIMONYAN2015 = "Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, ICLR 2015 (arXiv:1409.1556)"
+SIMONYAN2015 = (
+    "Simonyan & Zisserman, Very Deep Convolutional Networks for Large-Scale Image Recognition, "
+    "ICLR 2015 (arXiv:1409.1556)"
+)
+WITH_BN = "; with batch norm after every conv (Ioffe & Szegedy, ICML 2015), as torchvision's vgg*_bn"
 
 # Table 1 of the paper: conv output channels in order, "M" = 2x2/2 max pool.
 CFGS: dict[str, list[int | str]] = {
@@ -90,7 +94,7 @@ for _depth, (_plain, _bn) in _PARAMS.items():
     for _suffix, _batch_norm, _params in (("", False, _plain), ("_bn", True, _bn)):
         _name = f"vgg{_depth}{_suffix}"
         register_model(
-            _name, family="vgg", paper=SIMONYAN2015 + ("" if not _batch_norm else "; with batch norm (Ioffe & Szegedy 2015)"),
+            _name, family="vgg", paper=SIMONYAN2015 + (WITH_BN if _batch_norm else ""),
             torchvision=_name, ref_params=_params, ref_source=_TV_META.format(_name.upper()),
             defaults={"cfg": DEPTH_CFG[_depth], "batch_norm": _batch_norm},
         )(vgg)

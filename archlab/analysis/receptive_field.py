@@ -1,0 +1,292 @@
+"""Theoretical receptive fields: a pass over the graph (Araujo, Norris & Sim,
+"Computing Receptive Fields of Convolutional Neural Networks", Distill 2019).
+
+Conventions (per spatial axis, H then W):
+
+* Coordinates are input pixels; ``0`` is the *centre* of the first input pixel,
+  so pixel ``k`` spans ``[k - 1/2, k + 1/2]``.
+* ``size`` (r): the number of input pixels, in a row, that can influence one
+  output unit; theoretical, i.e. not clipped to the image.
+* ``jump`` (j): the distance in input pixels between neighbouring output units
+  (the effective stride); a ``Fraction`` below 1 after upsampling.
+* ``start``: the centre of the field of the first output unit (index 0); the
+  field of unit ``i`` is centred at ``start + i * jump`` and spans
+  ``start + i * jump -/+ (size - 1) / 2``. Padding makes ``start`` negative.
+
+Each op's rule (:meth:`archlab.ops.Op.rf`) gives a :class:`~archlab.ops.base.Window`
+``(kernel, stride, padding)`` per axis and the forward recurrences are::
+
+    jump_out  = jump_in * stride
+    size_out  = size_in + (kernel - 1) * jump_in
+    start_out = start_in + ((kernel - 1) / 2 - padding) * jump_in
+
+A node with several inputs (add, concat, mul) takes the union of its inputs'
+fields. When all paths have the same jump the union is again a regular field
+(its bounding box; equal to the largest field when the centres agree); the node
+is *aligned* when jumps and centres agree, and otherwise flagged (``aligned``
+False, ``misaligned_at`` names the merge). When jumps differ the field of the
+largest path is kept. A ``Cx1x1`` input broadcast by ``mul`` (a squeeze-and-
+excitation gate) is read by every output unit: the output covers what that input
+covers, usually the whole image (``is_global``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from archlab.errors import ArchlabError, GraphError
+from archlab.ops import get_op
+from archlab.ops.base import GLOBAL, Window
+
+if TYPE_CHECKING:  # pragma: no cover
+    from archlab.graph import Graph, Node
+
+Pair = tuple[Fraction, Fraction]
+Box = tuple[tuple[Fraction, Fraction], tuple[Fraction, Fraction]]
+"""``((lo_h, hi_h), (lo_w, hi_w))``: the centres of the first and last input
+pixels a field spans, per axis (unclipped)."""
+
+
+def _num(x: Fraction) -> int | Fraction:
+    return int(x) if x.denominator == 1 else x
+
+
+def _fmt(x: Fraction) -> str:
+    return str(_num(x)) if x.denominator == 1 else f"{float(x):g}"
+
+
+@dataclass(frozen=True)
+class RF:
+    """The receptive field of one node's output units (see the module docstring
+    for the conventions).
+
+    Fields:
+        size: field side per axis (H, W), in input pixels, unclipped. For a global
+            node: the input's size.
+        jump: distance between neighbouring output units, in input pixels. For a
+            global node without spatial layout (after global pooling): the input size.
+        start: centre of the first output unit's field. For a global node without
+            spatial layout: the centre of the input.
+        is_global: every output unit reads the whole input (global pooling,
+            flatten, linear, or a broadcast squeeze-and-excitation gate).
+        aligned: every merge upstream (and here) has paths agreeing on jump and
+            centre; False when some do not (see ``misaligned_at``).
+        misaligned_at: names of the merge nodes, upstream or this one, whose paths
+            disagree.
+        max_input: for a node with several inputs, the input with the largest
+            field (the whole-input one when a path is global); else ``None``.
+        local_size: for a global node, the field through its spatial (non-global)
+            paths, or ``None`` when it has none; equal to ``size`` otherwise.
+        input_size: (H, W) of the graph input.
+        coverage: fraction of the input image covered by the field of the central
+            output unit ``((H-1)//2, (W-1)//2)``, clipped to the image.
+    """
+
+    size: Pair
+    jump: Pair
+    start: Pair
+    is_global: bool = False
+    aligned: bool = True
+    misaligned_at: tuple[str, ...] = ()
+    max_input: Optional[str] = None
+    local_size: Optional[Pair] = None
+    input_size: tuple[int, int] = (0, 0)
+    coverage: float = 0.0
+
+    # -- helpers -------------------------------------------------------------
+    @property
+    def side(self) -> int | Fraction | None:
+        """The size when the field is square, else ``None``."""
+        return _num(self.size[0]) if self.size[0] == self.size[1] else None
+
+    def center(self, i: int, j: int) -> Pair:
+        """Centre (input pixels) of the field of output unit ``(i, j)``."""
+        return (self.start[0] + i * self.jump[0], self.start[1] + j * self.jump[1])
+
+    def box(self, i: int, j: int) -> Box:
+        """Centres of the first and last input pixels the field of unit ``(i, j)``
+        spans, per axis, unclipped; the whole input for a global field."""
+        if self.is_global:
+            return tuple((Fraction(0), Fraction(n - 1)) for n in self.input_size)  # type: ignore[return-value]
+        c = self.center(i, j)
+        return tuple((c[a] - (self.size[a] - 1) / 2, c[a] + (self.size[a] - 1) / 2) for a in (0, 1))  # type: ignore[return-value]
+
+    def pixel_box(self, i: int, j: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Inclusive pixel index range ``((top, bottom), (left, right))`` of unit
+        ``(i, j)``'s field clipped to the input (empty ranges have bottom < top)."""
+        out = []
+        for (lo, hi), n in zip(self.box(i, j), self.input_size):
+            out.append((max(0, -((-lo.numerator) // lo.denominator)), min(n - 1, hi.numerator // hi.denominator)))
+        return tuple(out)  # type: ignore[return-value]
+
+    def __str__(self) -> str:
+        if self.is_global:
+            text = "global"
+            if self.local_size is not None:
+                text += f" (local {'x'.join(_fmt(s) for s in self.local_size)})"
+            return text
+        two = lambda p: _fmt(p[0]) if p[0] == p[1] else f"{_fmt(p[0])}x{_fmt(p[1])}"  # noqa: E731
+        text = f"{'x'.join(_fmt(s) for s in self.size)} jump {two(self.jump)} start {two(self.start)}"
+        return text if self.aligned else text + " (misaligned)"
+
+    def as_dict(self) -> dict:
+        """Plain JSON-friendly values (fractions as floats)."""
+        f = lambda p: None if p is None else [float(x) for x in p]  # noqa: E731
+        return {
+            "size": f(self.size), "jump": f(self.jump), "start": f(self.start), "is_global": self.is_global,
+            "aligned": self.aligned, "misaligned_at": list(self.misaligned_at), "max_input": self.max_input,
+            "local_size": f(self.local_size), "coverage": self.coverage,
+        }
+
+
+@dataclass(frozen=True)
+class _Local:
+    """Spatial geometry of a field along both axes: size, jump, start."""
+
+    size: Pair
+    jump: Pair
+    start: Pair
+
+    def lo(self, a: int) -> Fraction:
+        return self.start[a] - (self.size[a] - 1) / 2
+
+    def hi(self, a: int) -> Fraction:
+        return self.start[a] + (self.size[a] - 1) / 2
+
+    def area(self) -> Fraction:
+        return self.size[0] * self.size[1]
+
+    def through(self, wins: Sequence[Window]) -> _Local:
+        size, jump, start = [], [], []
+        for a, w in enumerate(wins):
+            k, s, p = Fraction(w.kernel), Fraction(w.stride), Fraction(w.padding)
+            size.append(self.size[a] + (k - 1) * self.jump[a])
+            start.append(self.start[a] + ((k - 1) / 2 - p) * self.jump[a])
+            jump.append(self.jump[a] * s)
+        return _Local(tuple(size), tuple(jump), tuple(start))  # type: ignore[arg-type]
+
+
+def _is_broadcast(in_shape: tuple, out_shape: tuple) -> bool:
+    """A ``Cx1x1`` input spread over a larger ``CxHxW`` output."""
+    return len(in_shape) == 3 and len(out_shape) == 3 and in_shape[1:] == (1, 1) and out_shape[1:] != (1, 1)
+
+
+def _merge(node: Node, cands: list[tuple[str, RF, Optional[_Local], bool]], input_size) -> RF:
+    """Union of the fields arriving through each input (``cands``: input name,
+    that input's RF, its geometry after the node's rule or ``None`` when global
+    without layout, whether the input is broadcast)."""
+    misaligned = set()
+    for _, rf, _, _ in cands:
+        misaligned.update(rf.misaligned_at)
+    is_global = any(rf.is_global for _, rf, _, _ in cands)
+    spatial = [(name, loc) for name, rf, loc, bcast in cands if loc is not None and not bcast]
+    for name, rf, loc, bcast in cands:
+        if bcast and not rf.is_global:
+            misaligned.add(node.name)  # a fixed region read by every unit: not a regular field
+    local: Optional[_Local] = None
+    max_input = None
+    if spatial:
+        best_name, best = max(spatial, key=lambda t: t[1].area())  # first of equals
+        max_input = best_name
+        if all(loc.jump == best.jump for _, loc in spatial):
+            lo = [min(loc.lo(a) for _, loc in spatial) for a in (0, 1)]
+            hi = [max(loc.hi(a) for _, loc in spatial) for a in (0, 1)]
+            local = _Local(
+                tuple(hi[a] - lo[a] + 1 for a in (0, 1)), best.jump, tuple((lo[a] + hi[a]) / 2 for a in (0, 1))
+            )  # type: ignore[arg-type]
+            if any(loc.start != best.start for _, loc in spatial):
+                misaligned.add(node.name)
+        else:
+            local = best
+            misaligned.add(node.name)
+    if is_global:
+        globals_ = [name for name, rf, _, _ in cands if rf.is_global]
+        max_input = globals_[0]
+    if len(cands) == 1 or len({c[0] for c in cands}) == 1:
+        max_input = None
+    return _make(node, local, is_global, tuple(sorted(misaligned)), max_input, input_size)
+
+
+def _make(node: Node, local: Optional[_Local], is_global: bool, misaligned: tuple[str, ...], max_input, input_size) -> RF:
+    h, w = input_size
+    if is_global:
+        if local is None:
+            jump = (Fraction(h), Fraction(w))
+            start = (Fraction(h - 1, 2), Fraction(w - 1, 2))
+        else:
+            jump, start = local.jump, local.start
+        rf = RF((Fraction(h), Fraction(w)), jump, start, True, not misaligned, misaligned, max_input,
+                None if local is None else local.size, (h, w), 1.0)
+        return rf
+    assert local is not None
+    rf = RF(local.size, local.jump, local.start, False, not misaligned, misaligned, max_input, local.size, (h, w))
+    out = node.shape
+    if out is not None and len(out) == 3:
+        (t, b), (l, r) = rf.pixel_box((out[1] - 1) // 2, (out[2] - 1) // 2)
+        rf = replace(rf, coverage=max(0, b - t + 1) * max(0, r - l + 1) / (h * w))
+    return rf
+
+
+def receptive_fields(graph: Graph) -> dict[str, RF]:
+    """Compute the receptive field of every node, in topological order, and write
+    it to ``node.meta["rf"]``.
+
+    Args:
+        graph: a graph with a single ``CxHxW`` input; shapes are inferred if missing.
+
+    Returns:
+        Node name -> :class:`RF` (the input node has size 1, jump 1, start 0).
+
+    Raises:
+        GraphError: when the graph has no or several inputs, or a non-image input.
+        ArchlabError: naming the node when its op has no receptive-field rule.
+    """
+    inputs = graph.input_nodes
+    if len(inputs) != 1:
+        raise GraphError(f"graph {graph.name}: receptive fields need exactly one input, got {len(inputs)}")
+    if any(n.shape is None for n in graph):
+        graph.infer_shapes()
+    in_shape = inputs[0].shape
+    if len(in_shape) != 3:
+        raise GraphError(f"input '{inputs[0].name}' of graph {graph.name} is {in_shape}, not an image (CxHxW)")
+    input_size = (in_shape[1], in_shape[2])
+    one, zero = Fraction(1), Fraction(0)
+    fields: dict[str, RF] = {}
+    locals_: dict[str, Optional[_Local]] = {}
+    for node in graph.topo_order():
+        if node.op == "input":
+            locals_[node.name] = _Local((one, one), (one, one), (zero, zero))
+            fields[node.name] = _make(node, locals_[node.name], False, (), None, input_size)
+            node.meta["rf"] = fields[node.name]
+            continue
+        shapes = [graph[i].shape for i in node.inputs]
+        try:
+            rule = get_op(node.op).rf(node, shapes, node.shape)
+        except NotImplementedError:
+            raise ArchlabError(f"{node.op} '{node.name}': op {node.op} has no receptive-field rule (Op.rf)") from None
+        if rule == GLOBAL:
+            rf = _make(node, None, True, tuple(sorted({m for i in node.inputs for m in fields[i].misaligned_at})),
+                       None, input_size)
+        else:
+            cands = []
+            for name, shape in zip(node.inputs, shapes):
+                loc = locals_[name]
+                if loc is not None and len(shape) == 3:
+                    loc = loc.through(rule)
+                else:
+                    loc = None  # no spatial layout left (flat, or global without positions)
+                cands.append((name, fields[name], loc, _is_broadcast(shape, node.shape)))
+            rf = _merge(node, cands, input_size)
+        # Keep the spatial geometry (positions of units) for global nodes that still have a layout.
+        locals_[node.name] = None if (rf.is_global and rf.local_size is None) else _Local(
+            rf.local_size if rf.is_global else rf.size, rf.jump, rf.start)
+        fields[node.name] = rf
+        node.meta["rf"] = rf
+    return fields
+
+
+def receptive_field(graph: Graph, node: str) -> RF:
+    """The field of one node (runs :func:`receptive_fields` on the whole graph)."""
+    graph[node]  # raises UnknownNodeError with the graph's name
+    return receptive_fields(graph)[node]
