@@ -47,11 +47,11 @@ def test_resnet50_imports_with_torchvision_params_and_outputs():
 
 
 @pytest.mark.parametrize("name, kwargs, input_shape", [
-    ("mobilenet_v2", {}, (3, 32, 32)),
-    ("mobilenet_v3_small", {}, (3, 32, 32)),  # hardswish, squeeze-excitation gates (mul)
+    ("mobilenet_v2", {}, (3, 16, 16)),
+    ("mobilenet_v3_small", {}, (3, 16, 16)),  # hardswish, squeeze-excitation gates (mul)
     ("googlenet", {"aux_logits": False, "init_weights": False}, (3, 32, 32)),  # concat, ceil_mode pools
     ("squeezenet1_1", {}, (3, 64, 64)),
-    ("efficientnet_b0", {}, (3, 32, 32)),  # silu; stochastic depth is the identity in eval mode
+    ("efficientnet_b0", {}, (3, 16, 16)),  # silu; stochastic depth is the identity in eval mode
 ])
 def test_torchvision_models_import_exactly(name, kwargs, input_shape):
     model = torchvision.models.get_model(name, weights=None, num_classes=10, **kwargs).eval()

@@ -17,6 +17,24 @@ def _graph(args: argparse.Namespace):
     return resolve_model(args.model, input_shape=shape, **cfg)
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Per-layer params, MACs, activation memory and receptive field, with totals."""
+    from archlab.analysis import analyze
+
+    a = analyze(
+        _graph(args), batch=args.batch, dtype=args.dtype, convention=args.flops_convention,
+        depth=args.depth, fold=not args.all_nodes, optimizer=args.optimizer,
+    )
+    text = a.render(args.format)
+    if args.output in (None, "-"):
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        with open(args.output, "w") as f:
+            f.write(text)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def cmd_zoo(args: argparse.Namespace) -> int:
     """List the zoo: family, parameter count (from the IR), reference, torchvision twin."""
     from archlab.zoo import list_models, model_info

@@ -26,6 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(func=func)
         return s
 
+    s = model_cmd("analyze", "per-layer params, MACs, memory and receptive fields", commands.cmd_analyze)
+    s.add_argument("--batch", type=int, default=1, help="batch size for MACs and memory (default 1)")
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "fp32", "fp16", "bf16"],
+                   help="activation dtype (default float32)")
+    s.add_argument("--depth", type=int, default=None, help="aggregate rows by scope, e.g. 1 -> layer1, layer2, ...")
+    s.add_argument("--flops-convention", default="torchvision", choices=["torchvision", "fvcore", "full"],
+                   help="what counts as a MAC (default torchvision: conv + linear only)")
+    s.add_argument("--format", default="table", choices=["table", "csv", "json", "markdown"])
+    s.add_argument("--all-nodes", action="store_true", help="one row per node (default folds BN/activations into their layer)")
+    s.add_argument("--optimizer", default="adam", choices=["sgd", "sgd_momentum", "adam"], help="for training memory")
+    s.add_argument("-o", "--output", help="write to a file instead of stdout")
+
     s = model_cmd("show", "print a graph one node a line", commands.cmd_show)
     s.add_argument("--full", action="store_true", help="print every node (default elides the middle of long graphs)")
     s = model_cmd("export", "write a model's description file", commands.cmd_export)

@@ -29,6 +29,8 @@ class Graph:
         self.outputs: dict[str, str] = {}
         self.nx = nx.MultiDiGraph()
         self._nodes: dict[str, Node] = {}
+        self._version = 0  # bumped by every structural change; keys the caches below
+        self._cache: dict[str, Any] = {}
 
     # -- construction ---------------------------------------------------------
     def add_node(self, name: str, op: str, inputs: tuple[str, ...] | list[str] = (), **attrs: Any) -> Node:
@@ -55,7 +57,21 @@ class Graph:
         self.nx.add_node(name, node=node)
         for slot, src in enumerate(inputs):
             self.nx.add_edge(src, name, slot=slot)
+        self._changed()
         return node
+
+    def remove_node(self, name: str) -> None:
+        """Remove a node that nothing consumes yet (e.g. one the builder rejected)."""
+        if self.users(name):
+            raise GraphError(f"cannot remove '{name}': used by {', '.join(self.users(name))}")
+        del self._nodes[name]
+        self.nx.remove_node(name)
+        self.outputs = {k: v for k, v in self.outputs.items() if v != name}
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._cache.clear()
 
     def set_output(self, node: str, name: str = "out") -> None:
         """Mark ``node`` as the graph output called ``name``."""
@@ -89,21 +105,52 @@ class Graph:
         return [n for n in self._nodes.values() if n.op == "input"]
 
     def users(self, name: str) -> list[str]:
-        """Names of the nodes that consume ``name`` (once each)."""
-        return list(dict.fromkeys(self.nx.successors(name)))
+        """Names of the nodes that consume ``name`` (once each), in creation order."""
+        users = self._cache.get("users")
+        if users is None:
+            users = {n: [] for n in self._nodes}
+            for node in self._nodes.values():
+                for i in dict.fromkeys(node.inputs):
+                    users.setdefault(i, []).append(node.name)
+            self._cache["users"] = users
+        return list(users.get(name, ()))
 
     def topo_order(self) -> list[Node]:
-        """Nodes in a topological order that follows creation order where it can.
+        """Nodes in a topological order that follows creation order where it can
+        (cached until the graph changes).
 
         Raises:
             CycleError: naming the nodes on a cycle.
         """
-        from archlab.graph.validate import check_acyclic
+        order = self._cache.get("topo")
+        if order is None:
+            order = self._cache["topo"] = self._topo_sort()
+        return list(order)
 
-        check_acyclic(self)
+    def _topo_sort(self) -> list[Node]:
+        import heapq
+
         index = {name: i for i, name in enumerate(self._nodes)}
-        order = nx.lexicographical_topological_sort(self.nx, key=lambda n: index.get(n, -1))
-        return [self._nodes[n] for n in order if n in self._nodes]
+        # Fast path: creation order is already topological (builders, files in order).
+        if all(index.get(i, len(index)) < index[n.name] for n in self._nodes.values() for i in n.inputs):
+            return list(self._nodes.values())
+        indegree = {n: sum(1 for i in node.inputs if i in index) for n, node in self._nodes.items()}
+        heap = [index[n] for n, d in indegree.items() if d == 0]
+        heapq.heapify(heap)
+        names = list(self._nodes)
+        order = []
+        while heap:
+            name = names[heapq.heappop(heap)]
+            order.append(self._nodes[name])
+            for u in self.users(name):
+                indegree[u] -= sum(1 for i in self._nodes[u].inputs if i == name)
+                if indegree[u] == 0:
+                    heapq.heappush(heap, index[u])
+        if len(order) != len(self._nodes):
+            from archlab.graph.validate import raise_cycle
+
+            raise_cycle(self)
+        return order
 
     # -- passes -----------------------------------------------------------------
     def infer_shapes(self) -> Graph:

@@ -28,10 +28,12 @@ def check_inputs_exist(graph: Graph) -> None:
 
 
 def check_acyclic(graph: Graph) -> None:
-    try:
-        cycle = nx.find_cycle(graph.nx)
-    except nx.NetworkXNoCycle:
-        return
+    graph.topo_order()  # raises CycleError via raise_cycle
+
+
+def raise_cycle(graph: Graph) -> None:
+    """Raise CycleError naming the nodes on one cycle."""
+    cycle = nx.find_cycle(graph.nx)
     path = " -> ".join(f"'{u}'" for u, *_ in cycle) + f" -> '{cycle[0][0]}'"
     first = graph[cycle[0][0]] if cycle[0][0] in graph else None
     where = f"{first.op} '{first.name}': " if first else ""
@@ -40,9 +42,12 @@ def check_acyclic(graph: Graph) -> None:
 
 def check_dangling(graph: Graph) -> None:
     live: set[str] = set()
-    for out in graph.outputs.values():
-        live.add(out)
-        live |= nx.ancestors(graph.nx, out)
+    stack = list(graph.outputs.values())
+    while stack:
+        name = stack.pop()
+        if name not in live:
+            live.add(name)
+            stack.extend(graph[name].inputs)
     dead = [n for n in graph.nodes if n.name not in live]
     if dead:
         listed = ", ".join(f"{n.op} '{n.name}'" for n in dead[:5])

@@ -113,13 +113,9 @@ class GraphBuilder:
         try:
             infer_node(self.graph, node)
         except ArchlabError:
-            self._remove(full)
+            self.graph.remove_node(full)
             raise
         return Ref(self, full)
-
-    def _remove(self, name: str) -> None:
-        del self.graph._nodes[name]
-        self.graph.nx.remove_node(name)
 
     def __getattr__(self, op: str):
         if op.startswith("_") or op not in all_ops():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 
 from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError, fmt_shape
-from archlab.ops.base import POINTWISE, Op, numel, register_op
+from archlab.ops.base import POINTWISE, MemoryRule, Op, numel, register_op
 
 
 def _names(node) -> str:
@@ -41,6 +41,11 @@ class Add(Op):
 
     def rf(self, node, shapes, out):
         return POINTWISE
+
+    def memory(self, node, shapes, out):
+        # AddBackward0 saves nothing. With 3+ inputs each partial sum is a
+        # transient tensor of the output's size, not counted here.
+        return MemoryRule()
 
     def emit(self, ctx, node, args, shapes):
         out = args[0]
@@ -83,6 +88,10 @@ class Mul(Op):
         receptive-field pass treats it as covering that input's whole field)."""
         return POINTWISE
 
+    def memory(self, node, shapes, out):
+        # MulBackward0 saves b when a requires grad and a when b does.
+        return MemoryRule(saved_inputs=(0, 1), cross_saved=True)
+
     def emit(self, ctx, node, args, shapes):
         return ctx.call_function(operator.mul, args)
 
@@ -113,6 +122,9 @@ class Concat(Op):
 
     def rf(self, node, shapes, out):
         return POINTWISE
+
+    def memory(self, node, shapes, out):
+        return MemoryRule()  # CatBackward0 keeps only the split sizes
 
     def emit(self, ctx, node, args, shapes):
         import torch

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from archlab.errors import ShapeError
-from archlab.ops.base import GLOBAL, POINTWISE, Attr, Op, register_op
+from archlab.ops.base import GLOBAL, POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
 
 
 @register_op
@@ -22,6 +22,9 @@ class Input(Op):
 
     def rf(self, node, shapes, out):
         return POINTWISE
+
+    def memory(self, node, shapes, out):
+        return MemoryRule()  # the input tensor, live until its last consumer
 
 
 @register_op
@@ -44,6 +47,9 @@ class Flatten(Op):
         """A flat vector has no spatial layout: each element's field is treated as
         the whole input (what a following linear layer sees)."""
         return GLOBAL
+
+    def memory(self, node, shapes, out):
+        return MemoryRule(alias=0, table_row=False)  # a view of its input
 
     def emit(self, ctx, node, args, shapes):
         import torch
@@ -69,6 +75,17 @@ class Dropout(Op):
 
     def rf(self, node, shapes, out):
         return POINTWISE
+
+    def memory(self, node, shapes, out):
+        """Eval: returns its input. Training on CPU (``_dropout``): ``input * noise``
+        with a noise tensor in the input's dtype, which MulBackward0 saves; on
+        CUDA ``native_dropout`` saves a bool mask instead. p=0 returns the input;
+        p=1 multiplies by a 0-dim zero."""
+        p = node.attrs["p"]
+        if p == 0.0:
+            return MemoryRule(alias=0, table_row=False)
+        mask = Saved("zero", 1, per_sample=False) if p == 1.0 else Saved("mask", numel(out))
+        return MemoryRule(alias=0, train_alias=False, saved_extra=(mask,), table_row=False)
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn

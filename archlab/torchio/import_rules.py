@@ -191,6 +191,8 @@ def _binary(op: str) -> Rule:
 
 def _cat(s: Site) -> Mapped:
     a = s.bind("tensors", "dim", dim=0)
+    if not isinstance(a["tensors"], (list, tuple)) or not a["tensors"]:
+        raise Unmapped(f"concatenates {a['tensors']!r}; archlab needs a literal list of tensors")
     parts = tuple(s.tensor(t) for t in a["tensors"])
     rank = len(s.shape(parts[0]))
     if not isinstance(a["dim"], int) or a["dim"] % rank != 1:
@@ -200,7 +202,7 @@ def _cat(s: Site) -> Mapped:
 
 def _flatten_dims(x: fx.Node, start: Any, end: Any, s: Site) -> Mapped:
     rank = len(s.shape(x))
-    if start % rank != 1 or end % rank != rank - 1:
+    if not isinstance(start, int) or not isinstance(end, int) or start % rank != 1 or end % rank != rank - 1:
         raise Unmapped(f"flattens dims {start}..{end}; archlab's flatten keeps only the batch dim "
                        "(start_dim=1, end_dim=-1)")
     return Mapped("flatten", (x,))
@@ -225,7 +227,8 @@ def _mean(s: Site) -> Mapped:
     x = s.tensor(a["input"])
     dims = (a["dim"],) if isinstance(a["dim"], int) else tuple(a["dim"] or ())
     rank = len(s.shape(x))
-    if rank != 4 or a["dtype"] is not None or sorted(d % rank for d in dims) != [2, 3]:
+    if rank != 4 or a["dtype"] is not None or not all(isinstance(d, int) for d in dims) \
+            or sorted(d % rank for d in dims) != [2, 3]:
         raise Unmapped(f"mean over dims {dims} of a {fmt_shape(s.shape(x))} tensor; archlab maps only the spatial "
                        "mean (dims 2, 3)")
     return Mapped("adaptive_avg_pool2d", (x,), {"output_size": 1}, then=() if a["keepdim"] else (("flatten", {}),))
@@ -235,6 +238,8 @@ def _adaptive_avg_pool(x: fx.Node, size: Any, s: Site) -> Mapped:
     shape = s.shape(x)
     if len(shape) != 4:
         raise Unmapped(f"pools a {fmt_shape(shape)} tensor; archlab pools NxCxHxW")
+    if isinstance(size, fx.Node) or (isinstance(size, (tuple, list)) and any(isinstance(v, fx.Node) for v in size)):
+        raise Unmapped(f"output_size {size!r} is computed at run time; archlab needs a constant")
     size = (size, size) if isinstance(size, int) else tuple(size)
     size = tuple(shape[2 + i] if v is None else v for i, v in enumerate(size))  # None keeps that input size
     return Mapped("adaptive_avg_pool2d", (x,), {"output_size": size})

@@ -262,8 +262,8 @@ class _Importer:
                 self.value[n] = self._ir_input(mapped.inputs[0])
             else:
                 self._emit(n, module, mapped)
-        except Unmapped as e:
-            self._problem(n, str(e))
+        except (Unmapped, TypeError, ValueError, IndexError) as e:  # the latter: arguments computed at run time
+            self._problem(n, str(e) if isinstance(e, Unmapped) else f"cannot read its arguments ({_one_line(e)})")
             self.value[n] = n.name  # later nodes are judged on their own
             self.ir_shapes[n.name] = self._ir_shape(n)
 

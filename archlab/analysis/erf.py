@@ -1,0 +1,290 @@
+"""The effective receptive field (Luo, Li, Urtasun & Zemel, "Understanding the
+Effective Receptive Field in Deep Convolutional Neural Networks", NeurIPS 2016).
+
+The ERF of a node is the map ``E[|d y / d x|]``: the gradient of one central
+output unit ``y`` (summed over the node's channels) with respect to the input
+``x``, its magnitude summed over the input channels and averaged over random
+inputs ``x ~ N(0, 1)``, with randomly initialised weights (or given ones). It is
+roughly Gaussian and fills only part of the theoretical field.
+
+It is summarised as in RepLKNet's ``erf/analyze_erf.py`` (Ding et al., CVPR
+2022): for a fraction ``t`` of the total gradient mass, the side of the smallest
+square centred on the unit's field centre that holds at least ``t`` of it (odd
+sides 1, 3, 5, ...; the square is clipped to the image). RepLKNet centres on the
+image centre and keeps ``relu(grad)`` of ``relu(y)``; this module follows Luo et
+al. (``|grad|`` of ``y``) and centres on the theoretical field centre of the unit,
+which is the same point for a symmetric network up to half a pixel.
+
+:func:`write_erf_png` draws the map as a heatmap (Pillow only) with the
+theoretical field outlined.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+from archlab.analysis.receptive_field import RF, receptive_fields
+from archlab.errors import ArchlabError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from archlab.graph import Graph
+
+FRACTIONS = (0.2, 0.5, 0.95)
+
+
+@dataclass(frozen=True)
+class ERF:
+    """An effective receptive field.
+
+    Fields:
+        node: the node whose unit was differentiated.
+        grad: (H, W) float64 array, mean over samples of ``|d y / d x|`` summed
+            over input channels.
+        unit: the output unit ``(i, j)`` (``(H_out // 2, W_out // 2)``).
+        centre: pixel ``(row, col)`` the squares are centred on: the unit's
+            theoretical field centre rounded to a pixel and clipped to the image.
+        squares: fraction of gradient mass -> side (pixels) of the smallest centred
+            square holding it.
+        samples: number of random inputs averaged.
+        theory: the node's theoretical :class:`RF` at this input size.
+    """
+
+    node: str
+    grad: Any
+    unit: tuple[int, int]
+    centre: tuple[int, int]
+    squares: dict[float, int]
+    samples: int
+    theory: RF
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return tuple(self.grad.shape)  # type: ignore[return-value]
+
+    def area_ratio(self, fraction: float) -> float:
+        """Area of the square for ``fraction`` over the image area (RepLKNet's
+        "high-contribution area ratio")."""
+        side = self.squares[fraction]
+        h, w = self.input_size
+        return min(side, h) * min(side, w) / (h * w)
+
+    def report(self) -> str:
+        """A few lines: the squares, their share of the theoretical field, the field."""
+        trf = self.theory
+        t_side = None if trf.is_global else max(float(s) for s in trf.size)
+        lines = [f"{self.node}: unit {self.unit}, input {self.input_size[0]}x{self.input_size[1]}, "
+                 f"{self.samples} random inputs"]
+        lines.append(f"  theoretical RF   {trf}   (coverage of the image {trf.coverage:.0%})")
+        for f, side in self.squares.items():
+            rel = f", {side / t_side:.0%} of the theoretical side" if t_side else ""
+            lines.append(f"  ERF {f:>4.0%} mass   {side} px square{rel}; area ratio {self.area_ratio(f):.3f}")
+        return "\n".join(lines)
+
+
+def default_node(graph: Graph) -> str:
+    """The last node (topological order) with a spatial map larger than 1x1: the
+    feature map before global pooling in a classifier."""
+    if any(n.shape is None for n in graph):
+        graph.infer_shapes()
+    for n in reversed(graph.topo_order()):
+        if len(n.shape) == 3 and n.shape[1:] != (1, 1) and n.op != "input":
+            return n.name
+    raise ArchlabError(f"graph {graph.name} has no node with a spatial output larger than 1x1")
+
+
+def centred_squares(grad: np.ndarray, centre: tuple[int, int], fractions: Sequence[float] = FRACTIONS) -> dict[float, int]:
+    """For each fraction, the side of the smallest odd square centred on ``centre``
+    (clipped to the map) holding at least that fraction of ``grad``'s sum."""
+    import numpy as np
+
+    h, w = grad.shape
+    total = float(grad.sum())
+    if total <= 0:
+        raise ArchlabError("the gradient map is zero everywhere: the unit does not depend on the input")
+    cum = np.zeros((h + 1, w + 1))
+    cum[1:, 1:] = grad.cumsum(0).cumsum(1)
+    ci, cj = centre
+    out: dict[float, int] = {}
+    pending = sorted(fractions)
+    r = 0
+    while pending:
+        t, b = max(0, ci - r), min(h, ci + r + 1)
+        left, right = max(0, cj - r), min(w, cj + r + 1)
+        mass = cum[b, right] - cum[t, right] - cum[b, left] + cum[t, left]
+        full = t == 0 and left == 0 and b == h and right == w
+        while pending and (mass >= pending[0] * total * (1 - 1e-12) or full):
+            out[pending.pop(0)] = 2 * r + 1
+        r += 1
+    return {f: out[f] for f in fractions}
+
+
+def effective_receptive_field(
+    graph: Graph,
+    node: Optional[str] = None,
+    *,
+    samples: int = 16,
+    state_dict: Optional[Mapping[str, Any]] = None,
+    seed: int = 0,
+    fractions: Sequence[float] = FRACTIONS,
+    batch: int = 4,
+    double: bool = False,
+    resample_weights: bool = True,
+) -> ERF:
+    """Compute the ERF of ``node`` at the graph's input size.
+
+    Args:
+        graph: a graph with one image input (not modified).
+        node: the node to differentiate; default :func:`default_node`.
+        samples: number of ``N(0, 1)`` inputs averaged.
+        state_dict: weights for the graph (keys of the nodes up to ``node`` are
+            used); default: PyTorch's random initialisation, seeded by ``seed``.
+            Batch norm runs in eval mode (running statistics).
+        seed: seeds the weights and the inputs.
+        fractions: the gradient-mass fractions to summarise.
+        batch: inputs per forward/backward pass.
+        double: compute in float64.
+        resample_weights: without ``state_dict``, draw fresh random weights for
+            every batch, so the map is the expectation over weights and inputs (as
+            in Luo et al.'s analysis) rather than a property of one draw.
+
+    Returns:
+        An :class:`ERF`.
+
+    Raises:
+        ArchlabError: an unknown node, weights that do not fit, or a unit that does
+            not depend on the input.
+    """
+    import numpy as np
+    import torch
+
+    from archlab.analysis.rf_oracle import ancestors_graph
+    from archlab.torchio import to_module
+    from archlab.torchio.compile import load_weights
+
+    node = node or default_node(graph)
+    sub = ancestors_graph(graph, node)
+    theory = receptive_fields(sub)[node]
+    torch.manual_seed(seed)
+    module = to_module(sub)
+    if state_dict is not None:
+        own = module.state_dict()
+        load_weights(module, {k: state_dict[k] for k in own if k in state_dict}, graph_name=graph.name)
+    dtype = torch.float64 if double else torch.float32
+    module = module.to(dtype).eval()
+    in_shape = sub.input_nodes[0].shape
+    out_shape = sub[node].shape
+    unit = (out_shape[1] // 2, out_shape[2] // 2) if len(out_shape) == 3 else (0, 0)
+    gen = torch.Generator().manual_seed(seed)
+    acc = torch.zeros(in_shape[1:], dtype=torch.float64)
+    done = 0
+    while done < samples:
+        n = min(batch, samples - done)
+        if done and state_dict is None and resample_weights:
+            with torch.no_grad():
+                for m in module.modules():
+                    if m is not module and hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+        x = torch.randn((n, *in_shape), generator=gen, dtype=dtype).requires_grad_(True)
+        y = module(x)
+        target = y[:, :, unit[0], unit[1]].sum() if y.dim() == 4 else y.sum()
+        (g,) = torch.autograd.grad(target, x)
+        acc += g.abs().sum(1).sum(0).to(torch.float64)
+        done += n
+    grad = (acc / samples).numpy()
+    h, w = grad.shape
+    c = theory.center(*unit) if not (theory.is_global and theory.local_size is None) else ((h - 1) / 2, (w - 1) / 2)
+    centre = (min(h - 1, max(0, math.floor(c[0] + 0.5))), min(w - 1, max(0, math.floor(c[1] + 0.5))))
+    return ERF(node, grad, unit, centre, centred_squares(grad, centre, fractions), samples, theory)
+
+
+# -- the heatmap ---------------------------------------------------------------------
+
+_INFERNO = (  # matplotlib's "inferno" at 8 evenly spaced points
+    (0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99),
+    (212, 72, 66), (245, 125, 21), (250, 193, 39), (252, 255, 164),
+)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB (uint8, shape ``values.shape + (3,)``) by
+    linear interpolation between the inferno anchors."""
+    import numpy as np
+
+    anchors = np.asarray(_INFERNO, dtype=np.float64)
+    pos = np.clip(values, 0.0, 1.0) * (len(anchors) - 1)
+    lo = np.minimum(pos.astype(int), len(anchors) - 2)
+    frac = (pos - lo)[..., None]
+    return np.round(anchors[lo] * (1 - frac) + anchors[lo + 1] * frac).astype(np.uint8)
+
+
+def _intensity(grad: np.ndarray, decades: float) -> np.ndarray:
+    import numpy as np
+
+    v = grad / grad.max()
+    if decades <= 0:
+        return v
+    return 1.0 + np.log10(np.maximum(v, 10.0 ** -decades)) / decades
+
+
+def write_erf_png(
+    erf: ERF,
+    path: str,
+    *,
+    scale: Optional[int] = None,
+    decades: float = 3.0,
+    title: Optional[str] = None,
+) -> tuple[int, int]:
+    """Write the ERF as a heatmap PNG and return its ``(width, height)``.
+
+    The map (scaled up by an integer ``scale``, default so its longer side is at
+    least 256 px) is drawn on a logarithmic scale over ``decades`` decades below
+    its maximum (``decades=0``: linear), with the theoretical field of the unit
+    (clipped to the image) outlined in cyan, just outside its pixels, and the
+    square holding the largest fraction of the mass in white, just inside. A colour bar sits at the right and a caption
+    below; the image is ``(W * scale + 64, H * scale + 44)`` pixels.
+    """
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = erf.grad.shape
+    s = scale or max(1, math.ceil(256 / max(h, w)))
+    heat = colormap(_intensity(erf.grad, decades))
+    heat = np.repeat(np.repeat(heat, s, axis=0), s, axis=1)
+    bar_w, cap_h = 64, 44
+    img = Image.new("RGB", (w * s + bar_w, h * s + cap_h), (255, 255, 255))
+    img.paste(Image.fromarray(heat, "RGB"), (0, 0))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+
+    lw = max(1, s // 3)
+
+    def outline(top, bottom, left, right, colour, grow):
+        # ``grow`` > 0 draws just outside the pixels (kept on the map), so two equal boxes both show.
+        box = [left * s - grow, top * s - grow, (right + 1) * s - 1 + grow, (bottom + 1) * s - 1 + grow]
+        box = [min(max(v, 0), lim) for v, lim in zip(box, (w * s - 1, h * s - 1) * 2)]
+        draw.rectangle(box, outline=colour, width=lw)
+
+    big = max(erf.squares)
+    half = erf.squares[big] // 2
+    ci, cj = erf.centre
+    outline(max(0, ci - half), min(h - 1, ci + half), max(0, cj - half), min(w - 1, cj + half), (255, 255, 255), 0)
+    (t, b), (l, r) = erf.theory.pixel_box(*erf.unit)
+    outline(t, b, l, r, (0, 255, 255), lw)
+
+    # colour bar: top = max, bottom = the floor of the scale
+    bar_h = h * s
+    ramp = colormap(np.linspace(1.0, 0.0, bar_h)[:, None].repeat(14, axis=1))
+    img.paste(Image.fromarray(ramp, "RGB"), (w * s + 6, 0))
+    draw.text((w * s + 23, 0), "max", fill=(0, 0, 0), font=font)
+    draw.text((w * s + 23, bar_h - 11), f"1e-{decades:g}" if decades > 0 else "0", fill=(0, 0, 0), font=font)
+
+    trf = "global" if erf.theory.is_global else "x".join(f"{float(x):g}" for x in erf.theory.size)
+    squares = "/".join(f"{f:.0%}" for f in erf.squares) + ": " + "/".join(str(v) for v in erf.squares.values())
+    lines = [title or f"ERF {erf.node} (N={erf.samples})", f"{squares} px (white); TRF {trf} (cyan)"]
+    for k, line in enumerate(lines):
+        draw.text((4, h * s + 4 + 18 * k), line, fill=(0, 0, 0), font=font)
+    img.save(path, format="PNG")
+    return img.size

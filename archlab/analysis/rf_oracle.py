@@ -1,0 +1,320 @@
+"""The autograd oracle for receptive fields: measure, with torch, which input
+pixels one output unit depends on, and compare with the theoretical field of
+:mod:`archlab.analysis.receptive_field`.
+
+The graph up to the chosen node is rebuilt as a *linearised, positive* network
+in which no input pixel's contribution can cancel or be cut off:
+
+* activations (ReLU, ReLU6, hardswish, SiLU, ...) become the identity (they have
+  zero-gradient regions); the gates of squeeze-and-excitation blocks (sigmoid,
+  hardsigmoid) become sigmoids, whose gradient is positive everywhere and which
+  keep ``x * gate`` bounded (an identity gate would square the activations);
+* max pooling becomes average pooling of the same geometry (kernel, stride,
+  padding, ceil_mode; ``count_include_pad`` only changes the divisor, never
+  zeroes a real pixel's weight);
+* every weight becomes ``|w| + mean|w|``, normalised to sum 1 per output unit, so
+  each layer is a positive weighted average (nothing overflows or underflows in
+  float64 even 200 layers deep); biases become 0;
+* batch norm becomes a positive scale (running mean 0, running variance 1, weight
+  ``|w| + eps``, bias 0), dropout is off (eval mode).
+
+With an all-ones input every activation is then positive, so the gradient of
+one output unit (summed over channels) is non-zero exactly on the input pixels
+some path reaches: its bounding box is the theoretical field (clipped to the
+image).
+
+By default the network is also *thinned*: the input gets 1 channel and every
+conv/linear 1 output channel and no groups. Channel counts do not change the
+field's geometry, and a groups=1 conv reads every channel, so the union over
+channels (what the oracle measures) is unchanged; it makes even DenseNet-201 at
+3900x3900 cheap. If thinning breaks the graph (a merge whose channel counts then
+disagree), the full-width graph is used.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from archlab.analysis.receptive_field import RF, receptive_fields
+from archlab.errors import ArchlabError
+from archlab.graph import Graph
+from archlab.ops import get_op
+from archlab.ops.activation import Activation
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+GATES = frozenset({"sigmoid", "hardsigmoid"})
+"""Activations that gate a product (squeeze-and-excitation): the oracle makes
+them sigmoids, never the identity, since ``x * identity(f(x))`` squares the
+activations at every gate and over/underflows after a dozen blocks."""
+
+PixelBox = tuple[tuple[int, int], tuple[int, int]]
+"""Inclusive pixel index ranges ``((top, bottom), (left, right))``."""
+
+
+@dataclass(frozen=True)
+class OracleResult:
+    """What the oracle measured for one output unit, beside the theory.
+
+    Fields:
+        node: the node measured.
+        input_size: (H, W) of the input fed.
+        unit: the output unit ``(i, j)`` back-propagated from (``(0, 0)`` for a
+            node without spatial layout, where every output is summed).
+        box: measured inclusive pixel ranges of non-zero input gradient, or
+            ``None`` when the gradient is zero everywhere.
+        expected: the theoretical field of ``unit`` clipped to the input
+            (:meth:`RF.pixel_box`).
+        theory: the theoretical :class:`RF` of the node at ``input_size``.
+        thinned: whether the thinned (1-channel) network was used.
+    """
+
+    node: str
+    input_size: tuple[int, int]
+    unit: tuple[int, int]
+    box: Optional[PixelBox]
+    expected: PixelBox
+    theory: RF
+    thinned: bool
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Measured field side per axis (0 when nothing was reached)."""
+        if self.box is None:
+            return (0, 0)
+        return (self.box[0][1] - self.box[0][0] + 1, self.box[1][1] - self.box[1][0] + 1)
+
+    @property
+    def clipped(self) -> bool:
+        """Whether the theoretical field of ``unit`` extends beyond the input."""
+        if self.theory.is_global:
+            return False
+        return any(
+            lo < 0 or hi > n - 1 for (lo, hi), n in zip(self.theory.box(*self.unit), self.input_size)
+        )
+
+    @property
+    def ok(self) -> bool:
+        """The measured box equals the theoretical one (position and size)."""
+        return self.box == self.expected
+
+    def report(self) -> str:
+        return (
+            f"{self.node}: unit {self.unit} at input {self.input_size[0]}x{self.input_size[1]}"
+            f"{' (thinned)' if self.thinned else ''}: measured box {self.box} size {self.size}, "
+            f"theory {self.theory} -> box {self.expected}{' (clipped)' if self.clipped else ''}: "
+            f"{'agree' if self.ok else 'DISAGREE'}"
+        )
+
+
+def ancestors_graph(
+    graph: Graph,
+    node: str,
+    *,
+    input_shape: Optional[tuple[int, int, int]] = None,
+    linearise: bool = False,
+    thin: bool = False,
+    drop_gates: bool = False,
+) -> Graph:
+    """A new graph holding ``node`` and its ancestors, with ``node`` as output ``out``.
+
+    Args:
+        input_shape: replaces the input's (C, H, W).
+        linearise: activations become ``identity``, max pooling average pooling.
+        thin: 1 input channel, 1 output channel and no groups for every conv and
+            linear (``out_channels``/``out_features``/``groups`` attributes).
+        drop_gates: a ``mul`` by a broadcast ``Cx1x1`` gate (squeeze-and-excitation)
+            becomes the identity of its other input, and the gate's branch is
+            left out: what remains are the spatial paths.
+
+    Raises:
+        ArchlabError: when the graph does not fit (e.g. an input too small), or a
+            max pooling is dilated (average pooling has no dilation).
+    """
+    if any(n.shape is None for n in graph):
+        graph.infer_shapes()
+    gated = {n.name: _gate_inputs(graph, n) for n in graph if drop_gates and n.op == "mul"}
+    keep, todo = set(), [graph[node].name]
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo.extend(i for i in graph[name].inputs if i not in gated.get(name, ()))
+    sub = Graph(f"{graph.name}[:{node}]", meta=graph.meta)
+    for n in graph.topo_order():
+        if n.name not in keep:
+            continue
+        op, attrs, inputs = n.op, dict(n.attrs), n.inputs
+        if gated.get(n.name):
+            op, attrs, inputs = "identity", {}, tuple(i for i in n.inputs if i not in gated[n.name])
+        if op == "input":
+            shape = list(input_shape or attrs["shape"])
+            if thin:
+                shape[0] = 1
+            attrs["shape"] = shape
+        if linearise and isinstance(get_op(op), Activation):
+            op, attrs = ("sigmoid" if op in GATES else "identity"), {}
+        if linearise and op == "max_pool2d":
+            if attrs.pop("dilation") != (1, 1):
+                raise ArchlabError(f"max_pool2d '{n.name}': the oracle cannot linearise a dilated max pooling")
+            op, attrs = "avg_pool2d", {**attrs, "count_include_pad": True}
+        if thin:
+            for key in ("out_channels", "out_features"):
+                if key in attrs:
+                    attrs[key] = 1
+            if "groups" in attrs:
+                attrs["groups"] = 1
+        sub.add_node(n.name, op, inputs, **attrs)
+    sub.set_output(node)
+    return sub.validate()
+
+
+def _gate_inputs(graph: Graph, node) -> set[str]:
+    """The inputs of ``node`` that are ``Cx1x1`` gates broadcast over its output."""
+    out = node.shape
+    return {
+        i for i in node.inputs
+        if len(graph[i].shape) == 3 and graph[i].shape[1:] == (1, 1) and out[1:] != (1, 1)
+    }
+
+
+def positive_weights_(module: torch.nn.Module) -> None:
+    """Make every layer of ``module`` a positive weighted average, in place
+    (see the module docstring)."""
+    import torch
+
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean = torch.zeros(c, dtype=torch.float64)
+                m.running_var = torch.ones(c, dtype=torch.float64)
+                m.track_running_stats = True  # eval mode then uses the running statistics
+                if m.affine:
+                    m.weight.abs_().add_(1e-3)
+                    m.bias.zero_()
+            elif isinstance(getattr(m, "weight", None), torch.Tensor):
+                w = m.weight.abs()
+                w += w.mean() + 1e-12
+                w /= w.sum(dim=tuple(range(1, w.dim())), keepdim=True)
+                m.weight.copy_(w)
+                if getattr(m, "bias", None) is not None:
+                    m.bias.zero_()
+
+
+def _fit_input(graph: Graph, node: str, channels: int) -> tuple[tuple[int, int, int], RF]:
+    """An input size at which some unit's whole field lies inside the image:
+    the field plus two jumps of slack, grown until the graph accepts it."""
+    rf = receptive_fields(graph)[node]
+    sides = []
+    for a in (0, 1):
+        sides.append(math.ceil(rf.local_size[a] if rf.local_size else 1) + 2 * math.ceil(rf.jump[a]) + 1)
+    for _ in range(64):
+        try:
+            sub = ancestors_graph(graph, node, input_shape=(channels, *sides))
+        except ArchlabError:
+            sub = None
+        if sub is not None:
+            theory = receptive_fields(sub)[node]
+            if _fits(theory, sub[node].shape[1:], _central_unit(theory, sub[node].shape[1:], fit=True)):
+                return (channels, *sides), theory
+        sides = [s + max(1, math.ceil(rf.jump[a])) for a, s in enumerate(sides)]
+    raise ArchlabError(f"node '{node}' of graph {graph.name}: found no input size that fits (last tried {sides})")
+
+
+def _fits(rf: RF, out_hw, unit) -> bool:
+    return all(0 <= lo and hi <= n - 1 for (lo, hi), n in zip(rf.box(*unit), rf.input_size))
+
+
+def _central_unit(rf: RF, out_hw: tuple[int, int], *, fit: bool) -> tuple[int, int]:
+    """The unit nearest the centre of the output map (whose field lies inside the
+    input when ``fit`` and such a unit exists)."""
+    unit = []
+    for a, n in enumerate(out_hw):
+        order = sorted(range(n), key=lambda i: (abs(2 * i - (n - 1)), i))
+        pick = order[0]
+        if fit and not rf.is_global:
+            for i in order:
+                c = rf.start[a] + i * rf.jump[a]
+                if c - (rf.size[a] - 1) / 2 >= 0 and c + (rf.size[a] - 1) / 2 <= rf.input_size[a] - 1:
+                    pick = i
+                    break
+        unit.append(pick)
+    return tuple(unit)  # type: ignore[return-value]
+
+
+def measure_receptive_field(
+    graph: Graph,
+    node: str,
+    *,
+    input_size: Optional[tuple[int, int]] = None,
+    unit: Optional[tuple[int, int]] = None,
+    thin: bool = True,
+    local: bool = False,
+) -> OracleResult:
+    """Measure the field of one output unit of ``node`` with autograd (float64)
+    and set it beside the theoretical field.
+
+    Args:
+        graph: any graph with one image input; it is not modified.
+        node: the node whose output unit is measured.
+        input_size: (H, W) to feed; by default the smallest size (field plus two
+            jumps of slack) at which a unit's field fits the image, so nothing is
+            clipped. Global nodes default to the graph's own input size.
+        unit: the output unit ``(i, j)``; by default the one nearest the centre
+            (among those whose field fits, when ``input_size`` is chosen here).
+        thin: use the 1-channel network (see the module docstring).
+        local: measure the spatial paths only: squeeze-and-excitation gates are
+            removed (see :func:`ancestors_graph`), so a node whose field is global
+            through its gates shows its ``local_size``.
+
+    Returns:
+        An :class:`OracleResult`; ``.ok`` says whether measurement and theory agree.
+
+    Raises:
+        ArchlabError: when no input size fits or the graph cannot be linearised.
+    """
+    import torch
+
+    from archlab.torchio import to_module
+
+    if local:
+        graph = ancestors_graph(graph, node, drop_gates=True)
+    base = receptive_fields(graph)[node]  # also checks there is one image input
+    channels = graph.input_nodes[0].shape[0]
+    if input_size is not None:
+        shape = (channels, *input_size)
+        theory = receptive_fields(ancestors_graph(graph, node, input_shape=shape))[node]
+        fit = False
+    else:
+        if base.is_global:
+            shape = tuple(graph.input_nodes[0].shape)
+            theory = receptive_fields(ancestors_graph(graph, node))[node]
+        else:
+            shape, theory = _fit_input(graph, node, channels)
+        fit = True
+    thinned = thin
+    try:
+        net = ancestors_graph(graph, node, input_shape=shape, linearise=True, thin=thin)
+    except ArchlabError:
+        if not thin:
+            raise
+        net, thinned = ancestors_graph(graph, node, input_shape=shape, linearise=True), False
+    out_shape = net[node].shape
+    spatial = len(out_shape) == 3
+    if unit is None:
+        unit = _central_unit(theory, out_shape[1:], fit=fit) if spatial else (0, 0)
+
+    module = to_module(net).double()
+    positive_weights_(module)
+    x = torch.ones((1, *net.input_nodes[0].shape), dtype=torch.float64, requires_grad=True)
+    y = module(x)
+    target = y[0, :, unit[0], unit[1]].sum() if spatial else y.sum()
+    (grad,) = torch.autograd.grad(target, x)
+    hit = grad[0].abs().sum(0) > 0
+    rows = torch.nonzero(hit.any(1)).flatten().tolist()
+    cols = torch.nonzero(hit.any(0)).flatten().tolist()
+    box = ((rows[0], rows[-1]), (cols[0], cols[-1])) if rows else None
+    return OracleResult(node, tuple(shape[1:]), tuple(unit), box, theory.pixel_box(*unit), theory, thinned)

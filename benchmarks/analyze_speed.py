@@ -1,0 +1,107 @@
+"""Benchmark: archlab's analyzers against fvcore, `archlab analyze` start-up, and scaling.
+
+Run: ``python benchmarks/analyze_speed.py`` (prints a report; exits 0).
+
+1. Full analysis of resnet152 (params + MACs + activation/peak/training memory +
+   receptive fields, from the zoo graph) versus fvcore's FlopCountAnalysis
+   (torchvision model build + jit trace + total), measured in the same run:
+   target ratio >= 100x.
+2. ``archlab analyze vgg16`` end to end as a subprocess: target <= 1 s wall and
+   <= 200 MB peak RSS (and torch is never imported).
+3. Analysis time of synthetic residual graphs of 2,500 .. 20,000 nodes: target
+   10,000 nodes in <= 1 s, growing linearly.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def archlab_full_analysis(name: str = "resnet152") -> None:
+    import archlab
+    from archlab.analysis import analyze
+
+    analyze(archlab.get_model(name))
+
+
+def fvcore_analysis(name: str = "resnet152") -> None:
+    import torch
+    import torchvision
+    from fvcore.nn import FlopCountAnalysis
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fca = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
+        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        fca.total()
+
+
+def synthetic(n_nodes: int):
+    """A residual stack of conv-bn-relu-conv-bn-add-relu blocks (7 nodes each)."""
+    from archlab import GraphBuilder
+
+    b = GraphBuilder(f"synthetic{n_nodes}")
+    x = b.input((16, 32, 32))
+    for i in range((n_nodes - 1) // 7):
+        with b.scope(f"block{i}"):
+            y = b.relu(b.batch_norm2d(b.conv2d(x, 16, 3, padding=1, name="conv1"), name="bn1"))
+            y = b.batch_norm2d(b.conv2d(y, 16, 3, padding=1, name="conv2"), name="bn2")
+            x = b.relu(b.add(y, x))
+    b.output(x)
+    return b.build()
+
+
+def main() -> int:
+    import torch
+
+    torch.set_num_threads(2)
+    print("1. resnet152: archlab full analysis vs fvcore FlopCountAnalysis (same run)")
+    archlab_full_analysis()  # warm imports
+    fvcore_analysis()
+    t_arch = best_of(archlab_full_analysis)
+    t_fv = best_of(fvcore_analysis, repeat=2)
+    print(f"   archlab  {t_arch * 1e3:8.1f} ms  (graph build + params + MACs + memory + training memory + RF)")
+    print(f"   fvcore   {t_fv * 1e3:8.1f} ms  (model build + trace + total)")
+    print(f"   ratio    {t_fv / t_arch:8.1f}x   (target >= 100x)")
+
+    print("2. `archlab analyze vgg16` end to end (subprocess)")
+    walls = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "archlab", "analyze", "vgg16"], check=True, capture_output=True)
+        walls.append(time.perf_counter() - t)
+    rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    code = "import sys; from archlab.cli.main import main; main(['analyze', 'vgg16']); print('torch' in sys.modules)"
+    torch_loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip().endswith("True")
+    print(f"   wall     median {statistics.median(walls):.2f} s, best {min(walls):.2f} s   (target <= 1 s)")
+    print(f"   peak RSS {rss_mb:.0f} MB   (target <= 200 MB); torch imported: {torch_loaded}")
+
+    print("3. scaling on synthetic residual graphs (analysis only, graph prebuilt)")
+    from archlab.analysis import analyze
+
+    per_node = []
+    for n in (2_500, 5_000, 10_000, 20_000):
+        g = synthetic(n)
+        t = best_of(lambda: analyze(g), repeat=2)
+        per_node.append(t / len(g))
+        print(f"   {len(g):6d} nodes  {t:6.3f} s  ({t / len(g) * 1e6:5.1f} us/node)")
+    print(f"   time per node, largest / smallest graph: {per_node[-1] / per_node[0]:.2f} (1.0 = linear)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

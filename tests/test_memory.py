@@ -1,0 +1,185 @@
+"""Activation memory: the CS231n VGG16 table, and byte-exact agreement with what
+PyTorch allocates and saves when it runs the compiled module."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.fx
+
+import archlab
+from archlab.analysis.memory import activation_memory, training_memory, unsupported_ops
+from archlab.errors import ArchlabError
+from archlab.ops.base import Op, all_ops, register_op
+
+# CS231n "VGGNet" slide (lecture 9, cs231n.github.io/convolutional-networks):
+# values per image of INPUT, the 13 CONV3 rows, the 5 POOL2 rows and the 3 FC
+# rows. They sum to 15,237,608, not the slide's "24M" (cs231n.github.io issue #88).
+VGG16_ROWS = [150_528] + [3_211_264] * 2 + [802_816] + [1_605_632] * 2 + [401_408] + [802_816] * 3 + [200_704] \
+    + [401_408] * 3 + [100_352] + [100_352] * 3 + [25_088] + [4_096, 4_096, 1_000]
+VGG16_TOTAL = 15_237_608
+
+MODELS = ["resnet18", "vgg11_bn", "mobilenet_v2", "densenet121", "googlenet", "se_resnet50", "mobilenet_v3_small"]
+SMALL = (3, 64, 64)
+BATCH = 2
+
+
+# -- what PyTorch really does ----------------------------------------------------------
+def measured_saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd saves in a training forward,
+    parameters and buffers excluded."""
+    module.train()
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
+    saved: dict[int, torch.Tensor] = {}  # keeps every saved storage alive, so no address is reused
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in own:
+            saved.setdefault(ptr, t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = module(x)
+    total = sum(t.untyped_storage().nbytes() for t in saved.values())
+    del out
+    return total
+
+
+class LiveBytes(torch.fx.Interpreter):
+    """Runs a GraphModule and records, after each node, the bytes of the distinct
+    storages held in its environment (the Interpreter drops a value after its
+    last use) together with the node's result."""
+
+    def run_node(self, n):
+        result = super().run_node(n)
+        held = [*self.env.values(), result]
+        storages = {}
+        for v in held:
+            for t in (v.values() if isinstance(v, dict) else [v]):
+                if isinstance(t, torch.Tensor):
+                    storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        self.peak = max(getattr(self, "peak", 0), sum(storages.values()))
+        return result
+
+
+def measured_peak_bytes(module: torch.fx.GraphModule, x: torch.Tensor) -> int:
+    module.eval()
+    interp = LiveBytes(module)
+    with torch.no_grad():
+        interp.run(x)
+    return interp.peak
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def compiled(request):
+    torch.manual_seed(0)
+    graph = archlab.get_model(request.param, input_shape=SMALL)
+    return graph, archlab.to_module(graph), torch.randn(BATCH, *SMALL)
+
+
+# -- (a) output sizes ---------------------------------------------------------------------
+def test_vgg16_table_rows_match_the_cs231n_slide():
+    report = activation_memory(archlab.get_model("vgg16"))
+    assert list(report.table_rows.values()) == VGG16_ROWS
+    assert report.table_elements == VGG16_TOTAL
+
+
+def test_output_total_counts_every_materialised_tensor_once():
+    g = archlab.get_model("vgg16")
+    report = activation_memory(g, batch=4, dtype="fp16")
+    assert report.out_bytes["flatten"] == 0 and report.alias_of["flatten"] == "avgpool"
+    assert report.out_elements["flatten"] == 25_088  # a view still has a shape
+    # ReLUs run out of place (the slide folds them into the conv rows); the
+    # 7x7 adaptive pool is an identity at 224 and no row of the table.
+    relus = sum(v for k, v in report.out_elements.items() if g[k].op == "relu")
+    assert report.total_out_elements == VGG16_TOTAL + relus + 25_088
+    assert report.total_out_bytes == 4 * 2 * report.total_out_elements
+    assert g["features.0"].meta["memory"]["out_bytes"] == 4 * 2 * 3_211_264
+
+
+# -- (b) peak live memory at inference --------------------------------------------------------
+def test_peak_inference_memory_equals_the_measured_peak(compiled):
+    graph, module, x = compiled
+    report = activation_memory(graph, batch=BATCH)
+    assert report.peak_bytes == measured_peak_bytes(module, x)
+    assert report.live_bytes[report.peak_node] == report.peak_bytes == max(report.live_bytes.values())
+
+
+def test_peak_holds_inputs_and_output_of_the_running_node():
+    report = activation_memory(archlab.get_model("vgg16"), batch=1)
+    # The first ReLU runs with its input (conv1_1's output) and its output live;
+    # the image was freed after conv1_1, its only consumer.
+    assert report.peak_node == "features.1"
+    assert report.peak_bytes == 2 * 4 * 3_211_264
+    assert report.live_bytes["features.0"] == 4 * (150_528 + 3_211_264)
+
+
+# -- (c) training memory ----------------------------------------------------------------------
+def test_saved_for_backward_equals_what_autograd_saves(compiled):
+    graph, module, x = compiled
+    assert training_memory(graph, batch=BATCH, dtype="float32", optimizer="sgd").activations == \
+        measured_saved_bytes(module, x)
+
+
+def test_resnet50_training_memory_is_the_sum_of_its_parts():
+    g = archlab.get_model("resnet50")
+    fp32 = training_memory(g, batch=32, dtype="float32", optimizer="adam")
+    params = 25_557_032 * 4  # torchvision's num_params, fp32
+    assert (fp32.params, fp32.grads, fp32.optimizer_state) == (params, params, 2 * params)
+    assert fp32.buffers == 4 * (g.num_buffers() - 53) + 8 * 53  # 53 int64 num_batches_tracked
+    assert fp32.total == fp32.activations + 4 * params + fp32.buffers
+    assert sum(fp32.saved_bytes.values()) == fp32.activations
+    bf16 = training_memory(g, batch=32, dtype="bf16", optimizer="adam")
+    # bf16 halves what is stored in the activation dtype; max-pool's int64
+    # indices and batch norm's fp32 statistics stay as they are.
+    assert 2 * bf16.saved_activations == fp32.saved_activations
+    indices, stats = 8 * 32 * 64 * 56 * 56, 4 * (g.num_buffers() - 53)  # 2 x C fp32 per batch norm
+    assert bf16.saved_other == fp32.saved_other == indices + stats
+    assert bf16.total == fp32.total - fp32.saved_activations // 2
+
+
+def test_optimizer_state_buffers_per_parameter():
+    g = archlab.get_model("resnet18", input_shape=SMALL)
+    states = {o: training_memory(g, batch=1, optimizer=o).optimizer_state for o in ("sgd", "sgd_momentum", "adam")}
+    p = training_memory(g, batch=1).params
+    assert states == {"sgd": 0, "sgd_momentum": p, "adam": 2 * p}
+
+
+def test_a_tensor_saved_by_two_ops_counts_once():
+    # resnet18's stem ReLU output is saved by the ReLU (its result) and by the
+    # max pool (its input): one tensor.
+    g = archlab.get_model("resnet18", input_shape=SMALL)
+    t = training_memory(g, batch=1, optimizer="sgd")
+    relu = 64 * 32 * 32 * 4
+    assert t.saved_bytes["relu"] == relu
+    # The max pool's own saves are its int64 indices; its output, saved by the
+    # next conv, is attributed to it as its producer.
+    assert t.saved_bytes["maxpool"] == 64 * 16 * 16 * 8 + 64 * 16 * 16 * 4
+
+
+# -- rules -----------------------------------------------------------------------------------
+def test_every_registered_op_has_a_memory_rule():
+    missing = [n for n, op in all_ops().items() if type(op).memory is Op.memory]
+    assert missing == []
+
+
+def test_an_op_without_a_memory_rule_is_reported_not_counted_as_zero(monkeypatch):
+    import archlab.ops.base as base
+
+    class _NoRule(Op):
+        name = "no_memory_rule_op"
+        doc = "test op"
+
+        def infer_shape(self, node, shapes):
+            return shapes[0]
+
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    register_op(_NoRule)
+    g = archlab.Graph("t")
+    g.add_node("x", "input", shape=[3, 8, 8])
+    g.add_node("mystery", "no_memory_rule_op", ["x"])
+    g.set_output("mystery")
+    assert unsupported_ops(g) == ["no_memory_rule_op 'mystery'"]
+    with pytest.raises(ArchlabError, match="no memory rule for op.*no_memory_rule_op.*mystery"):
+        activation_memory(g)
+    with pytest.raises(ArchlabError, match="no_memory_rule_op"):
+        training_memory(g, batch=1)
