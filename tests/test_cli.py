@@ -63,7 +63,7 @@ def test_show_imports_a_user_callable(tmp_path, monkeypatch, capsys):
     (["show", "no_such_pkg.mod:fn"], "cannot import module 'no_such_pkg.mod'"),
     (["show", "vgg16", "--input", "3x16x16"], "max_pool2d 'features.30': got input 512x1x1"),
     (["show", "resnet18", "--input", "3xax8"], "cannot read input shape"),
-    (["compare", "se_resnet50"], "no torchvision counterpart"),
+    (["compare", "se_resnet50", "--against", "torchvision"], "no torchvision counterpart"),
 ])
 def test_user_errors_print_one_line_and_exit_2(args, message):
     code, out, err = run(*args)
@@ -76,3 +76,18 @@ def test_user_errors_print_one_line_and_exit_2(args, message):
 def test_usage_error_exits_2():
     code, _, err = run("show")
     assert code == 2 and "Traceback" not in err
+
+
+def test_compare_shows_counts_from_every_peer(capsys):
+    assert main(["compare", "googlenet"]) == 0
+    out = capsys.readouterr().out
+    for text in ("'torchvision' convention", "'fvcore' convention", "'full' convention", "FlopCounterMode / 2",
+                 "fvcore FlopCountAnalysis", "torchvision metadata (googlenet)", "1,498,376,192", "verdict           identical"):
+        assert text in out
+    assert "FAIL" not in out
+
+
+def test_compare_counts_for_a_model_torchvision_lacks(capsys):
+    assert main(["compare", "mobilenet_v1", "--input", "3x64x64"]) == 0
+    out = capsys.readouterr().out
+    assert "on archlab's compiled module" in out and "verdict" not in out

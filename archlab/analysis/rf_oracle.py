@@ -27,8 +27,10 @@ By default the network is also *thinned*: the input gets 1 channel and every
 conv/linear 1 output channel and no groups. Channel counts do not change the
 field's geometry, and a groups=1 conv reads every channel, so the union over
 channels (what the oracle measures) is unchanged; it makes even DenseNet-201 at
-3900x3900 cheap. If thinning breaks the graph (a merge whose channel counts then
-disagree), the full-width graph is used.
+3900x3900 cheap. If that breaks the graph (a merge whose channel counts then
+disagree, e.g. a gate multiplying a concat), every channel count and group
+count is divided by their greatest common divisor instead, which keeps all
+channel relations; failing that, the full-width graph is used.
 """
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ class OracleResult:
         expected: the theoretical field of ``unit`` clipped to the input
             (:meth:`RF.pixel_box`).
         theory: the theoretical :class:`RF` of the node at ``input_size``.
-        thinned: whether the thinned (1-channel) network was used.
+        thinned: whether a thinned network (1 channel, or channels divided by
+            their common divisor) was used.
     """
 
     node: str
@@ -116,6 +119,7 @@ def ancestors_graph(
     input_shape: Optional[tuple[int, int, int]] = None,
     linearise: bool = False,
     thin: bool = False,
+    divide_channels: int = 1,
     drop_gates: bool = False,
 ) -> Graph:
     """A new graph holding ``node`` and its ancestors, with ``node`` as output ``out``.
@@ -125,6 +129,8 @@ def ancestors_graph(
         linearise: activations become ``identity``, max pooling average pooling.
         thin: 1 input channel, 1 output channel and no groups for every conv and
             linear (``out_channels``/``out_features``/``groups`` attributes).
+        divide_channels: divide those attributes by this factor instead (they
+            must be multiples of it), which keeps every channel relation.
         drop_gates: a ``mul`` by a broadcast ``Cx1x1`` gate (squeeze-and-excitation)
             becomes the identity of its other input, and the gate's branch is
             left out: what remains are the spatial paths.
@@ -160,15 +166,26 @@ def ancestors_graph(
             if attrs.pop("dilation") != (1, 1):
                 raise ArchlabError(f"max_pool2d '{n.name}': the oracle cannot linearise a dilated max pooling")
             op, attrs = "avg_pool2d", {**attrs, "count_include_pad": True}
-        if thin:
-            for key in ("out_channels", "out_features"):
-                if key in attrs:
-                    attrs[key] = 1
-            if "groups" in attrs:
-                attrs["groups"] = 1
+        for key in ("out_channels", "out_features", "groups"):
+            if key in attrs and thin:
+                attrs[key] = 1
+            elif key in attrs and divide_channels > 1:
+                attrs[key] = max(1, attrs[key] // divide_channels)
         sub.add_node(n.name, op, inputs, **attrs)
     sub.set_output(node)
     return sub.validate()
+
+
+def _channel_divisor(graph: Graph, node: str) -> int:
+    """The greatest common divisor of the channel and group counts of ``node``'s
+    ancestors (1 when there is no channel count to divide: thinning is then pointless)."""
+    import networkx as nx
+
+    counts = [
+        v for n in nx.ancestors(graph.nx, node) | {node}
+        for k, v in graph[n].attrs.items() if k in ("out_channels", "out_features", "groups")
+    ]
+    return math.gcd(*counts) if counts else 1
 
 
 def _gate_inputs(graph: Graph, node) -> set[str]:
@@ -265,7 +282,7 @@ def measure_receptive_field(
             clipped. Global nodes default to the graph's own input size.
         unit: the output unit ``(i, j)``; by default the one nearest the centre
             (among those whose field fits, when ``input_size`` is chosen here).
-        thin: use the 1-channel network (see the module docstring).
+        thin: use a thinned network (see the module docstring).
         local: measure the spatial paths only: squeeze-and-excitation gates are
             removed (see :func:`ancestors_graph`), so a node whose field is global
             through its gates shows its ``local_size``.
@@ -295,13 +312,17 @@ def measure_receptive_field(
         else:
             shape, theory = _fit_input(graph, node, channels)
         fit = True
-    thinned = thin
-    try:
-        net = ancestors_graph(graph, node, input_shape=shape, linearise=True, thin=thin)
-    except ArchlabError:
-        if not thin:
-            raise
-        net, thinned = ancestors_graph(graph, node, input_shape=shape, linearise=True), False
+    net = None
+    if thin:
+        for kw in ({"thin": True}, {"divide_channels": _channel_divisor(graph, node)}):
+            try:
+                net = ancestors_graph(graph, node, input_shape=shape, linearise=True, **kw)
+                break
+            except ArchlabError:
+                continue
+    thinned = net is not None
+    if net is None:
+        net = ancestors_graph(graph, node, input_shape=shape, linearise=True)
     out_shape = net[node].shape
     spatial = len(out_shape) == 3
     if unit is None:

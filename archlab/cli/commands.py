@@ -77,15 +77,38 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Compare a zoo model with torchvision's implementation."""
+    """Side-by-side params and MACs against the peer tools; with ``--against
+    torchvision`` (or by default for zoo models torchvision also has), also load
+    torchvision's weights and compare outputs."""
+    from archlab.errors import ArchlabError
     from archlab.resolve import parse_shape
-    from archlab.torchio.compare import compare_with_torchvision
+    from archlab.torchio.compare import compare_with_torchvision, torchvision_model
+    from archlab.torchio.count_compare import compare_counts
+    from archlab.zoo.registry import _MODELS, model_info
 
-    shape = parse_shape(args.input) if args.input else None
-    r = compare_with_torchvision(args.model, input_shape=shape, dtype=args.dtype, batch=args.batch)
-    print(r.report())
-    ok = r.params_equal and r.state_dict_keys_equal and r.max_abs_diff <= args.tolerance
-    print(f"  verdict           {'identical' if ok else 'DIFFERENT'} (tolerance {args.tolerance:g})")
+    in_zoo = args.model in _MODELS
+    twin = model_info(args.model).torchvision if in_zoo else None
+    if args.against == "torchvision" and not twin:
+        if in_zoo:
+            raise ArchlabError(f"model {args.model} has no torchvision counterpart; `archlab compare {args.model}` compares counts only")
+        raise ArchlabError(f"--against torchvision needs a zoo model name; '{args.model}' is not one (see `archlab zoo`)")
+    ok = True
+    if not args.weights_only:
+        graph = _graph(args)
+        reference = torchvision_model(args.model) if twin else None
+        canonical = in_zoo and tuple(graph.input_nodes[0].attrs["shape"]) == tuple(model_info(args.model).input_shape)
+        # torchvision's metadata was measured at the canonical input size only.
+        counts = compare_counts(graph, reference=reference, torchvision_name=twin if canonical else None)
+        print(counts.report())
+        ok = counts.ok
+    if twin and args.against != "none":
+        shape = parse_shape(args.input) if args.input else None
+        r = compare_with_torchvision(args.model, input_shape=shape, dtype=args.dtype, batch=args.batch)
+        print()
+        print(r.report())
+        same = r.params_equal and r.state_dict_keys_equal and r.max_abs_diff <= args.tolerance
+        print(f"  verdict           {'identical' if same else 'DIFFERENT'} (tolerance {args.tolerance:g})")
+        ok = ok and same
     return 0 if ok else 1
 
 

@@ -43,9 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = model_cmd("export", "write a model's description file", commands.cmd_export)
     s.add_argument("-o", "--output", help="file to write (default: stdout)")
 
-    s = sub.add_parser("compare", help="check a zoo model against torchvision's implementation")
-    s.add_argument("model", help="zoo model name")
-    s.add_argument("--against", choices=["torchvision"], default="torchvision")
+    s = sub.add_parser("compare", help="params and MACs against fvcore, FlopCounterMode and torchvision; outputs against torchvision")
+    s.add_argument("model", help=MODEL_HELP)
+    s.add_argument("--against", choices=["torchvision", "none"], default=None,
+                   help="torchvision: require and run the weights/outputs check (default: run it when torchvision has the model)")
+    s.add_argument("--weights-only", action="store_true", help="skip the counts table")
+    s.add_argument("--num-classes", type=int, default=None, help=argparse.SUPPRESS)
     s.add_argument("--input", metavar="CxHxW", help="input shape (default: the model's canonical input)")
     s.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     s.add_argument("--batch", type=int, default=1)
