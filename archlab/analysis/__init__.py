@@ -74,7 +74,7 @@ def analyze(
     rows = []
     for group in groups:
         last = tail(group)
-        rf = rfs[group[-1]]
+        rf = rfs[last]
         elements = mem.out_elements[last] * batch
         rows.append({
             "name": group[0] if depth is None else _common_scope(group),

@@ -1,8 +1,10 @@
 """Group graph nodes into the rows of a layer table.
 
 ``fold``: a layer is a node plus the chain of single-input pointwise ops that
-follow it and only it (batch norm, activations, dropout, and views like
-flatten), as the CS231n VGG16 table counts "CONV3-64" once for conv + ReLU.
+follow it and only it (batch norm, activations, dropout, views like flatten,
+and an adaptive pooling that is the identity at this size, like torchvision
+VGG's 7x7 -> 7x7 ``avgpool``), as the CS231n VGG16 table counts "CONV3-64"
+once for conv + ReLU.
 ``depth``: rows are scopes cut at ``depth`` dotted components
 (``layer1.0.conv1`` at depth 2 -> ``layer1.0``), like fvcore's ``max_depth``.
 """
@@ -25,7 +27,8 @@ def fold_layers(graph: Graph) -> list[list[str]]:
     owner: dict[str, int] = {}
     outputs = set(graph.outputs.values())
     for node in graph.topo_order():
-        if node.op in FOLDABLE and len(node.inputs) == 1:
+        identity_pool = node.op == "adaptive_avg_pool2d" and node.shape == graph[node.inputs[0]].shape
+        if (node.op in FOLDABLE or identity_pool) and len(node.inputs) == 1:
             src = node.inputs[0]
             if src in owner and graph[src].op != "input" and src not in outputs and len(graph.users(src)) == 1 \
                     and groups[owner[src]][-1] == src:
