@@ -14,7 +14,7 @@ from fractions import Fraction
 import pytest
 
 from archlab import GraphBuilder, get_model, list_models
-from archlab.analysis.receptive_field import RF, receptive_field, receptive_fields
+from archlab.analysis.receptive_field import receptive_field, receptive_fields
 from archlab.analysis.rf_oracle import measure_receptive_field
 from archlab.errors import ArchlabError
 

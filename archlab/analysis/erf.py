@@ -74,7 +74,8 @@ class ERF:
     def report(self) -> str:
         """A few lines: the squares, their share of the theoretical field, the field."""
         trf = self.theory
-        t_side = None if trf.is_global else max(float(s) for s in trf.size)
+        spatial = trf.local_size if trf.is_global else trf.size  # through the spatial paths
+        t_side = max(float(s) for s in spatial) if spatial else None
         lines = [f"{self.node}: unit {self.unit}, input {self.input_size[0]}x{self.input_size[1]}, "
                  f"{self.samples} random inputs"]
         lines.append(f"  theoretical RF   {trf}   (coverage of the image {trf.coverage:.0%})")

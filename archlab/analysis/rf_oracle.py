@@ -235,13 +235,14 @@ def _fit_input(graph: Graph, node: str, channels: int) -> tuple[tuple[int, int, 
             sub = None
         if sub is not None:
             theory = receptive_fields(sub)[node]
-            if _fits(theory, sub[node].shape[1:], _central_unit(theory, sub[node].shape[1:], fit=True)):
+            if _fits(theory, _central_unit(theory, sub[node].shape[1:], fit=True)):
                 return (channels, *sides), theory
         sides = [s + max(1, math.ceil(rf.jump[a])) for a, s in enumerate(sides)]
     raise ArchlabError(f"node '{node}' of graph {graph.name}: found no input size that fits (last tried {sides})")
 
 
-def _fits(rf: RF, out_hw, unit) -> bool:
+def _fits(rf: RF, unit: tuple[int, int]) -> bool:
+    """Whether the field of ``unit`` lies inside the input."""
     return all(0 <= lo and hi <= n - 1 for (lo, hi), n in zip(rf.box(*unit), rf.input_size))
 
 
@@ -275,7 +276,8 @@ def measure_receptive_field(
     and set it beside the theoretical field.
 
     Args:
-        graph: any graph with one image input; it is not modified.
+        graph: any graph with one image input; only its nodes' ``meta["rf"]``
+            (and missing shapes) are written.
         node: the node whose output unit is measured.
         input_size: (H, W) to feed; by default the smallest size (field plus two
             jumps of slack) at which a unit's field fits the image, so nothing is
@@ -314,7 +316,10 @@ def measure_receptive_field(
         fit = True
     net = None
     if thin:
-        for kw in ({"thin": True}, {"divide_channels": _channel_divisor(graph, node)}):
+        divisor = _channel_divisor(graph, node)
+        for kw in ({"thin": True}, {"divide_channels": divisor} if divisor > 1 else None):
+            if kw is None:
+                continue
             try:
                 net = ancestors_graph(graph, node, input_shape=shape, linearise=True, **kw)
                 break

@@ -24,7 +24,10 @@ def infer_node(graph: Graph, node: Node) -> None:
             infer_node(graph, graph[i])
             s = graph[i].shape
         shapes.append(s)
-    shape = tuple(get_op(node.op, node=node.name).infer_shape(node, shapes))
+    op = get_op(node.op, node=node.name)
+    # Ops whose output depends on nodes other than their inputs (max_unpool2d
+    # restores the shape of its pool's input) set ``needs_graph``.
+    shape = tuple(op.infer_shape_in(graph, node, shapes) if op.needs_graph else op.infer_shape(node, shapes))
     if any((not isinstance(x, int)) or x <= 0 for x in shape):
         raise node_error(
             ShapeError, node,

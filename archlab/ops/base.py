@@ -247,6 +247,7 @@ class Op:
     """
 
     name: ClassVar[OpName] = ""
+    needs_graph: ClassVar[bool] = False  # shape rule is infer_shape_in(graph, node, shapes)
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
     attrs: ClassVar[tuple[Attr, ...]] = ()
     doc: ClassVar[str] = ""

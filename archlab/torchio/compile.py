@@ -33,9 +33,11 @@ def fx_name(name: str) -> str:
 class EmitContext:
     """What an op's ``emit`` rule uses to add itself to the fx graph."""
 
-    def __init__(self, fx_graph: torch.fx.Graph):
+    def __init__(self, fx_graph: torch.fx.Graph, graph: Graph):
         self.fx_graph = fx_graph
+        self.graph = graph
         self.modules: dict[str, torch.nn.Module] = {}
+        self.side: dict[str, Any] = {}  # extra fx values an op leaves for its consumers (max-pool indices)
         self._node: Node | None = None
 
     def call_module(self, node: Node, module: torch.nn.Module, args: list, kwargs: dict | None = None):
@@ -104,7 +106,7 @@ def to_module(
 
     graph.validate()
     fx_graph = torch.fx.Graph()
-    ctx = EmitContext(fx_graph)
+    ctx = EmitContext(fx_graph, graph)
     values: dict[str, Any] = {}
     # With a full state_dict coming, skip random initialisation (it dominates
     # compile time for VGG-sized layers): build on the meta device, then
