@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from archlab.analysis.counts import mac_counts, param_counts
-from archlab.analysis.layers import VIEWS, fold_layers, group_by_depth
+from archlab.analysis.layers import fold_layers, group_by_depth, last_allocating
 from archlab.analysis.report import Analysis
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,8 +65,8 @@ def analyze(
 
     layers = fold_layers(graph)
 
-    def tail(group: list[str]) -> str:  # the last node of a row that allocates (views share storage)
-        return next((n for n in reversed(group) if graph[n].op not in VIEWS), group[-1])
+    def tail(group: list[str]) -> str:
+        return last_allocating(graph, group)
 
     groups = layers if fold else [[n.name] for n in graph.topo_order()]
     if depth is not None:

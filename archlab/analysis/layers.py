@@ -1,10 +1,11 @@
 """Group graph nodes into the rows of a layer table.
 
-``fold``: a layer is a node plus the chain of single-input pointwise ops that
-follow it and only it (batch norm, activations, dropout, views like flatten,
-and an adaptive pooling that is the identity at this size, like torchvision
-VGG's 7x7 -> 7x7 ``avgpool``), as the CS231n VGG16 table counts "CONV3-64"
-once for conv + ReLU.
+``fold``: a layer is a node plus the chain of single-input ops that follow it
+and only it and are no row of a layer table by their op's memory rule
+(:attr:`archlab.ops.base.MemoryRule.table_row`: batch norm, activations,
+dropout, views like flatten, and an adaptive pooling that is the identity at
+this size, like torchvision VGG's 7x7 -> 7x7 ``avgpool``), as the CS231n VGG16
+table counts "CONV3-64" once for conv + ReLU.
 ``depth``: rows are scopes cut at ``depth`` dotted components
 (``layer1.0.conv1`` at depth 2 -> ``layer1.0``), like fvcore's ``max_depth``.
 """
@@ -15,10 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph import Graph
 
-FOLDABLE = frozenset({
-    "batch_norm2d", "relu", "relu6", "sigmoid", "hardsigmoid", "hardswish", "silu", "identity", "dropout", "flatten",
-})
-VIEWS = frozenset({"flatten", "identity", "dropout"})
+from archlab.ops import get_op
 
 
 def fold_layers(graph: Graph) -> list[list[str]]:
@@ -27,8 +25,7 @@ def fold_layers(graph: Graph) -> list[list[str]]:
     owner: dict[str, int] = {}
     outputs = set(graph.outputs.values())
     for node in graph.topo_order():
-        identity_pool = node.op == "adaptive_avg_pool2d" and node.shape == graph[node.inputs[0]].shape
-        if (node.op in FOLDABLE or identity_pool) and len(node.inputs) == 1:
+        if len(node.inputs) == 1 and not _is_row(graph, node):
             src = node.inputs[0]
             if src in owner and graph[src].op != "input" and src not in outputs and len(graph.users(src)) == 1 \
                     and groups[owner[src]][-1] == src:
@@ -38,6 +35,28 @@ def fold_layers(graph: Graph) -> list[list[str]]:
         owner[node.name] = len(groups)
         groups.append([node.name])
     return groups
+
+
+def _rule(graph: Graph, node):
+    try:
+        return get_op(node.op).memory(node, [graph[i].shape for i in node.inputs], node.shape)
+    except NotImplementedError:
+        return None
+
+
+def _is_row(graph: Graph, node) -> bool:
+    rule = _rule(graph, node)
+    return rule is None or rule.table_row
+
+
+def last_allocating(graph: Graph, group: list[str]) -> str:
+    """The last node of a layer that allocates its output (views share storage):
+    the node whose shape and receptive field the layer reports."""
+    for name in reversed(group):
+        rule = _rule(graph, graph[name])
+        if rule is None or rule.alias is None:
+            return name
+    return group[-1]
 
 
 def scope_of(name: str, depth: int) -> str:

@@ -231,7 +231,9 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
             peak, peak_node = live, node.name
         live -= sum(out_b[b] for b in frees.get(step, ()))
 
-    rows = {n.name: out_el[n.name] for n in order if rules[n.name].table_row}
+    from archlab.analysis.layers import fold_layers
+
+    rows = {group[0]: out_el[group[0]] for group in fold_layers(graph)}
     for node in order:
         node.meta["memory"] = {
             "out_elements": out_el[node.name], "out_bytes": out_b[node.name],

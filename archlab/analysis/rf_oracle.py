@@ -183,7 +183,7 @@ def _channel_divisor(graph: Graph, node: str) -> int:
 
     counts = [
         v for n in nx.ancestors(graph.nx, node) | {node}
-        for k, v in graph[n].attrs.items() if k in ("out_channels", "out_features", "groups")
+        for k, v in graph[n].attrs.items() if k in ("out_channels", "out_features", "groups") and v > 1
     ]
     return math.gcd(*counts) if counts else 1
 

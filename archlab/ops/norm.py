@@ -46,7 +46,7 @@ class BatchNorm2d(Op):
         stats = tuple(Saved(w, c, per_sample=False, dtype="param") for w in ("save_mean", "save_invstd"))
         # running_mean/var in fp32, num_batches_tracked an int64.
         buffers = 2 * c * 4 + 8 if node.attrs["track_running_stats"] else 0
-        return MemoryRule(saved_inputs=(0,), saved_extra=stats, buffer_bytes=buffers)
+        return MemoryRule(saved_inputs=(0,), saved_extra=stats, buffer_bytes=buffers, table_row=False)
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn

@@ -4,11 +4,16 @@ He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016.
 Node names follow torchvision's ``resnet.py`` so that its ``state_dict`` loads
 as is. torchvision's bottleneck puts the downsampling stride in the 3x3 conv
 ("ResNet v1.5"); the paper's original puts it in the first 1x1 (``stride_in="1x1"``).
+
+:func:`resnet_backbone` (stem + ``layer1``..``layer4``, with torchvision's
+``replace_stride_with_dilation``) is shared with the segmentation models
+(``seg_torchvision.py``, ``pspnet.py``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from archlab.errors import ArchlabError
 from archlab.graph import Graph
 from archlab.lang import GraphBuilder, Ref
 from archlab.zoo.common import conv_bn
@@ -43,8 +48,10 @@ def _shortcut(b: GraphBuilder, x: Ref, out_channels: int, stride: int) -> Ref:
         return conv_bn(b, x, out_channels, 1, stride=stride, padding=0, act=None, names=("0", "1"))
 
 
-def basic_block(b: GraphBuilder, x: Ref, planes: int, stride: int, cfg: BlockCfg) -> Ref:
+def basic_block(b: GraphBuilder, x: Ref, planes: int, stride: int, cfg: BlockCfg, dilation: int = 1) -> Ref:
     """Two 3x3 convs (ResNet-18/34)."""
+    if dilation > 1:  # as torchvision's BasicBlock
+        raise ArchlabError("dilation > 1 is not supported by the basic block (ResNet-18/34); use depth >= 50")
     out = conv_bn(b, x, planes, 3, stride=stride, names=("conv1", "bn1"))
     out = conv_bn(b, out, planes, 3, act=None, names=("conv2", "bn2"))
     if cfg.se_reduction:
@@ -53,12 +60,12 @@ def basic_block(b: GraphBuilder, x: Ref, planes: int, stride: int, cfg: BlockCfg
     return b.relu(out)
 
 
-def bottleneck(b: GraphBuilder, x: Ref, planes: int, stride: int, cfg: BlockCfg) -> Ref:
-    """1x1 reduce -> 3x3 (grouped for ResNeXt) -> 1x1 expand (x4) (ResNet-50+)."""
+def bottleneck(b: GraphBuilder, x: Ref, planes: int, stride: int, cfg: BlockCfg, dilation: int = 1) -> Ref:
+    """1x1 reduce -> 3x3 (grouped for ResNeXt; dilated, padding = dilation) -> 1x1 expand (x4) (ResNet-50+)."""
     width = int(planes * (cfg.width_per_group / 64.0)) * cfg.groups
     s1, s3 = (stride, 1) if cfg.stride_in == "1x1" else (1, stride)
     out = conv_bn(b, x, width, 1, stride=s1, padding=0, names=("conv1", "bn1"))
-    out = conv_bn(b, out, width, 3, stride=s3, groups=cfg.groups, names=("conv2", "bn2"))
+    out = conv_bn(b, out, width, 3, stride=s3, groups=cfg.groups, dilation=dilation, names=("conv2", "bn2"))
     out = conv_bn(b, out, planes * 4, 1, padding=0, act=None, names=("conv3", "bn3"))
     if cfg.se_reduction:
         out = squeeze_excite(b, out, cfg.se_reduction)
@@ -78,6 +85,55 @@ DEPTHS = {
 }
 
 
+def resnet_backbone(
+    b: GraphBuilder,
+    x: Ref,
+    *,
+    depth: int = 50,
+    cfg: BlockCfg = BlockCfg(),
+    replace_stride_with_dilation: tuple[bool, bool, bool] | list[bool] | None = None,
+) -> list[Ref]:
+    """The stem (``conv1``, ``bn1``, ``maxpool``) and stages ``layer1``..``layer4``
+    in the current scope, as torchvision's ``ResNet`` names them.
+
+    ``replace_stride_with_dilation[i]`` (for ``layer2``..``layer4``) follows
+    torchvision's ``_make_layer``: the stage's first block keeps stride 1 and the
+    dilation the previous stage ended with (its conv2 and downsample are not
+    strided), and the stage's later blocks dilate their 3x3 by the running
+    dilation, multiplied by 2 for each stride so replaced. ``[False, True, True]``
+    gives output stride 8 with dilations 1, 2 (then 2, 4) in layer3 (layer4).
+
+    Returns:
+        The outputs of ``layer1``..``layer4`` (strides 4, 8, 16, 32 without dilation).
+
+    Raises:
+        ArchlabError: unknown depth or stride placement, a flag list that is not
+            three long, or dilation asked of basic blocks (as torchvision).
+    """
+    if depth not in DEPTHS:
+        raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
+    if cfg.stride_in not in ("3x3", "1x1"):
+        raise ValueError(f"stride_in must be '3x3' or '1x1', got {cfg.stride_in!r}")
+    dilate = tuple(replace_stride_with_dilation or (False, False, False))
+    if len(dilate) != 3:
+        raise ArchlabError(f"replace_stride_with_dilation needs 3 flags (layer2..layer4), got {list(dilate)}")
+    kind, layers = DEPTHS[depth]
+    block = BLOCKS[kind]
+    x = conv_bn(b, x, 64, 7, stride=2, padding=3, names=("conv1", "bn1"))
+    x = b.max_pool2d(x, 3, stride=2, padding=1, name="maxpool")
+    dilation, stages = 1, []
+    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
+        stride, previous_dilation = (2 if stage > 1 else 1), dilation
+        if stage > 1 and dilate[stage - 2]:
+            dilation, stride = dilation * stride, 1
+        with b.scope(f"layer{stage}"):
+            for i in range(n):
+                with b.scope(i):
+                    x = block(b, x, planes, stride if i == 0 else 1, cfg, previous_dilation if i == 0 else dilation)
+        stages.append(x)
+    return stages
+
+
 def resnet(
     *,
     name: str = "resnet",
@@ -88,6 +144,7 @@ def resnet(
     width_per_group: int = 64,
     stride_in: str = "3x3",
     se_reduction: int | None = None,
+    replace_stride_with_dilation: tuple[bool, bool, bool] | list[bool] | None = None,
 ) -> Graph:
     """Build a ResNet-family graph.
 
@@ -96,22 +153,13 @@ def resnet(
         groups, width_per_group: ResNeXt / Wide ResNet widths (torchvision's meaning).
         stride_in: ``"3x3"`` (torchvision, v1.5) or ``"1x1"`` (the paper's v1).
         se_reduction: add squeeze-and-excitation to every block with this ratio.
+        replace_stride_with_dilation: three flags for layer2..layer4, torchvision's
+            option (see :func:`resnet_backbone`); bottleneck depths only.
     """
-    if depth not in DEPTHS:
-        raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
-    if stride_in not in ("3x3", "1x1"):
-        raise ValueError(f"stride_in must be '3x3' or '1x1', got {stride_in!r}")
-    kind, layers = DEPTHS[depth]
-    block, cfg = BLOCKS[kind], BlockCfg(groups, width_per_group, stride_in, se_reduction)
+    cfg = BlockCfg(groups, width_per_group, stride_in, se_reduction)
     b = GraphBuilder(name, meta={"family": "resnet"})
     x = b.input(input_shape)
-    x = conv_bn(b, x, 64, 7, stride=2, padding=3, names=("conv1", "bn1"))
-    x = b.max_pool2d(x, 3, stride=2, padding=1, name="maxpool")
-    for stage, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
-        with b.scope(f"layer{stage}"):
-            for i in range(n):
-                with b.scope(i):
-                    x = block(b, x, planes, 2 if stage > 1 and i == 0 else 1, cfg)
+    x = resnet_backbone(b, x, depth=depth, cfg=cfg, replace_stride_with_dilation=replace_stride_with_dilation)[-1]
     x = b.adaptive_avg_pool2d(x, 1, name="avgpool")
     x = b.linear(b.flatten(x), num_classes, name="fc")
     b.output(x)
