@@ -83,6 +83,7 @@ def test_default_node_is_the_last_feature_map():
     from archlab import get_model
 
     assert default_node(get_model("resnet18")) == "layer4.1.relu_1"
+    assert default_node(get_model("vgg11", input_shape=(3, 64, 64))) == "features.20"  # not the 7x7 avgpool
     assert default_node(_three_convs()) == "relu2"
 
 

@@ -173,13 +173,19 @@ def test_graph_without_output():
         g.validate()
 
 
-def test_ceil_mode_pooling_matches_pytorch():
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_pooling_output_size_matches_pytorch_or_both_reject(ceil_mode):
     import torch
 
-    for size in range(5, 40):
-        for k, s, p in ((3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 3, 1)):
+    for size in range(1, 40):
+        for k, s, p in ((3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 3, 1), (4, 2, 0), (3, 3, 0)):
             b = GraphBuilder()
             x = b.input((1, size, size))
-            y = b.max_pool2d(x, k, stride=s, padding=p, ceil_mode=True)
-            ref = torch.nn.functional.max_pool2d(torch.zeros(1, 1, size, size), k, s, p, ceil_mode=True)
-            assert y.shape[1:] == tuple(ref.shape[2:]), (size, k, s, p)
+            try:
+                ref = torch.nn.functional.max_pool2d(torch.zeros(1, 1, size, size), k, s, p, ceil_mode=ceil_mode).shape[2:]
+            except RuntimeError:
+                with pytest.raises(ShapeError):
+                    b.max_pool2d(x, k, stride=s, padding=p, ceil_mode=ceil_mode)
+                continue
+            y = b.max_pool2d(x, k, stride=s, padding=p, ceil_mode=ceil_mode)
+            assert y.shape[1:] == tuple(ref), (size, k, s, p)

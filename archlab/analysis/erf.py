@@ -86,12 +86,13 @@ class ERF:
 
 
 def default_node(graph: Graph) -> str:
-    """The last node (topological order) with a spatial map larger than 1x1: the
-    feature map before global pooling in a classifier."""
+    """The last node (topological order) with a spatial map larger than 1x1 that
+    is not an adaptive pooling: the feature map before a classifier's pooling head
+    (VGG's ``avgpool`` to 7x7 only resizes), or a dense predictor's output."""
     if any(n.shape is None for n in graph):
         graph.infer_shapes()
     for n in reversed(graph.topo_order()):
-        if len(n.shape) == 3 and n.shape[1:] != (1, 1) and n.op != "input":
+        if len(n.shape) == 3 and n.shape[1:] != (1, 1) and n.op not in ("input", "adaptive_avg_pool2d"):
             return n.name
     raise ArchlabError(f"graph {graph.name} has no node with a spatial output larger than 1x1")
 

@@ -27,7 +27,14 @@ is *aligned* when jumps and centres agree, and otherwise flagged (``aligned``
 False, ``misaligned_at`` names the merge). When jumps differ the field of the
 largest path is kept. A ``Cx1x1`` input broadcast by ``mul`` (a squeeze-and-
 excitation gate) is read by every output unit: the output covers what that input
-covers, usually the whole image (``is_global``).
+covers, usually the whole image (``is_global``). Inputs outside the op's
+``rf_inputs`` (the size reference of ``upsample``/``crop2d``, the indices of
+``max_unpool2d``) are not paths.
+
+Resampling (upsampling, transposed convolution, unpooling, adaptive pooling into
+uneven bins) has fractional strides or windows: the regular grid is then exact
+on average only, and ``slack`` bounds how far a unit's true field may be from
+its :meth:`RF.box` (``exact`` is False).
 """
 from __future__ import annotations
 
@@ -81,6 +88,10 @@ class RF:
         input_size: (H, W) of the graph input.
         coverage: fraction of the input image covered by the field of the central
             output unit ``((H-1)//2, (W-1)//2)``, clipped to the image.
+        slack: per axis, a bound (input pixels) on how far the true edges of a
+            unit's field may lie from :meth:`box`: 0 unless resampling upstream
+            (upsampling, transposed conv, unpooling, uneven adaptive bins) makes
+            the output grid regular only on average.
     """
 
     size: Pair
@@ -93,6 +104,12 @@ class RF:
     local_size: Optional[Pair] = None
     input_size: tuple[int, int] = (0, 0)
     coverage: float = 0.0
+    slack: Pair = (Fraction(0), Fraction(0))
+
+    @property
+    def exact(self) -> bool:
+        """Every unit's field is exactly its :meth:`box` (no resampling upstream)."""
+        return not any(self.slack)
 
     # -- helpers -------------------------------------------------------------
     @property
@@ -128,6 +145,8 @@ class RF:
             return text
         two = lambda p: _fmt(p[0]) if p[0] == p[1] else f"{_fmt(p[0])}x{_fmt(p[1])}"  # noqa: E731
         text = f"{'x'.join(_fmt(s) for s in self.size)} jump {two(self.jump)} start {two(self.start)}"
+        if not self.exact:
+            text += f" (+-{two(self.slack)})"
         return text if self.aligned else text + " (misaligned)"
 
     def as_dict(self) -> dict:
@@ -136,17 +155,18 @@ class RF:
         return {
             "size": f(self.size), "jump": f(self.jump), "start": f(self.start), "is_global": self.is_global,
             "aligned": self.aligned, "misaligned_at": list(self.misaligned_at), "max_input": self.max_input,
-            "local_size": f(self.local_size), "coverage": self.coverage,
+            "local_size": f(self.local_size), "coverage": self.coverage, "slack": f(self.slack),
         }
 
 
 @dataclass(frozen=True)
 class _Local:
-    """Spatial geometry of a field along both axes: size, jump, start."""
+    """Spatial geometry of a field along both axes: size, jump, start, slack."""
 
     size: Pair
     jump: Pair
     start: Pair
+    slack: Pair = (Fraction(0), Fraction(0))
 
     def lo(self, a: int) -> Fraction:
         return self.start[a] - (self.size[a] - 1) / 2
@@ -158,13 +178,17 @@ class _Local:
         return self.size[0] * self.size[1]
 
     def through(self, wins: Sequence[Window]) -> _Local:
-        size, jump, start = [], [], []
+        size, jump, start, slack = [], [], [], []
         for a, w in enumerate(wins):
             k, s, p = Fraction(w.kernel), Fraction(w.stride), Fraction(w.padding)
             size.append(self.size[a] + (k - 1) * self.jump[a])
             start.append(self.start[a] + ((k - 1) / 2 - p) * self.jump[a])
             jump.append(self.jump[a] * s)
-        return _Local(tuple(size), tuple(jump), tuple(start))  # type: ignore[arg-type]
+            # A fractional window (resampling) is a regular grid only on average: a unit's
+            # true window may sit up to one input step (max(1, s) for irregular bins) away.
+            regular = all(x.denominator == 1 for x in (k, s, p))
+            slack.append(self.slack[a] + (0 if regular else self.jump[a] * max(Fraction(1), s)))
+        return _Local(tuple(size), tuple(jump), tuple(start), tuple(slack))  # type: ignore[arg-type]
 
 
 def _is_broadcast(in_shape: tuple, out_shape: tuple) -> bool:
@@ -193,7 +217,8 @@ def _merge(node: Node, cands: list[tuple[str, RF, Optional[_Local], bool]], inpu
             lo = [min(loc.lo(a) for _, loc in spatial) for a in (0, 1)]
             hi = [max(loc.hi(a) for _, loc in spatial) for a in (0, 1)]
             local = _Local(
-                tuple(hi[a] - lo[a] + 1 for a in (0, 1)), best.jump, tuple((lo[a] + hi[a]) / 2 for a in (0, 1))
+                tuple(hi[a] - lo[a] + 1 for a in (0, 1)), best.jump, tuple((lo[a] + hi[a]) / 2 for a in (0, 1)),
+                tuple(max(loc.slack[a] for _, loc in spatial) for a in (0, 1)),
             )  # type: ignore[arg-type]
             if any(loc.start != best.start for _, loc in spatial):
                 misaligned.add(node.name)
@@ -216,11 +241,12 @@ def _make(node: Node, local: Optional[_Local], is_global: bool, misaligned: tupl
             start = (Fraction(h - 1, 2), Fraction(w - 1, 2))
         else:
             jump, start = local.jump, local.start
-        rf = RF((Fraction(h), Fraction(w)), jump, start, True, not misaligned, misaligned, max_input,
-                None if local is None else local.size, (h, w), 1.0)
-        return rf
+        slack = (Fraction(0), Fraction(0)) if local is None else local.slack
+        return RF((Fraction(h), Fraction(w)), jump, start, True, not misaligned, misaligned, max_input,
+                  None if local is None else local.size, (h, w), 1.0, slack)
     assert local is not None
-    rf = RF(local.size, local.jump, local.start, False, not misaligned, misaligned, max_input, local.size, (h, w))
+    rf = RF(local.size, local.jump, local.start, False, not misaligned, misaligned, max_input, local.size, (h, w),
+            0.0, local.slack)
     out = node.shape
     if out is not None and len(out) == 3:
         (t, b), (l, r) = rf.pixel_box((out[1] - 1) // 2, (out[2] - 1) // 2)
@@ -261,16 +287,20 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
             node.meta["rf"] = fields[node.name]
             continue
         shapes = [graph[i].shape for i in node.inputs]
+        op = get_op(node.op)
         try:
-            rule = get_op(node.op).rf(node, shapes, node.shape)
+            rule = op.rf(node, shapes, node.shape)
         except NotImplementedError:
             raise ArchlabError(f"{node.op} '{node.name}': op {node.op} has no receptive-field rule (Op.rf)") from None
+        # Inputs that only give a size or positions (upsample's "like", crop's reference) are not paths.
+        data = getattr(op, "rf_inputs", None)
+        paths = [(i, s) for k, (i, s) in enumerate(zip(node.inputs, shapes)) if data is None or k in data]
         if rule == GLOBAL:
-            rf = _make(node, None, True, tuple(sorted({m for i in node.inputs for m in fields[i].misaligned_at})),
+            rf = _make(node, None, True, tuple(sorted({m for i, _ in paths for m in fields[i].misaligned_at})),
                        None, input_size)
         else:
             cands = []
-            for name, shape in zip(node.inputs, shapes):
+            for name, shape in paths:
                 loc = locals_[name]
                 if loc is not None and len(shape) == 3:
                     loc = loc.through(rule)
@@ -280,7 +310,7 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
             rf = _merge(node, cands, input_size)
         # Keep the spatial geometry (positions of units) for global nodes that still have a layout.
         locals_[node.name] = None if (rf.is_global and rf.local_size is None) else _Local(
-            rf.local_size if rf.is_global else rf.size, rf.jump, rf.start)
+            rf.local_size if rf.is_global else rf.size, rf.jump, rf.start, rf.slack)
         fields[node.name] = rf
         node.meta["rf"] = rf
     return fields

@@ -21,7 +21,11 @@ in which no input pixel's contribution can cancel or be cut off:
 With an all-ones input every activation is then positive, so the gradient of
 one output unit (summed over channels) is non-zero exactly on the input pixels
 some path reaches: its bounding box is the theoretical field (clipped to the
-image).
+image). After resampling (upsampling, transposed convs, unpooling) the grid of
+fields is regular only on average; there each measured edge must lie within the
+field's ``slack`` of the theoretical one. Max unpooling is measured as nearest
+upsampling to its pool's input size (a unit may receive the maximum of the
+window covering it).
 
 By default the network is also *thinned*: the input gets 1 channel and every
 conv/linear 1 output channel and no groups. Channel counts do not change the
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Optional
 
 from archlab.analysis.receptive_field import RF, receptive_fields
@@ -100,14 +105,23 @@ class OracleResult:
 
     @property
     def ok(self) -> bool:
-        """The measured box equals the theoretical one (position and size)."""
-        return self.box == self.expected
+        """The measured box equals the theoretical one (position and size); for a
+        field with ``slack`` (resampling upstream), each measured edge lies within
+        ``slack`` of the theoretical edge (clipped to the input)."""
+        if self.theory.exact or self.theory.is_global or self.box is None:
+            return self.box == self.expected
+        for (t, b), (lo, hi), n, slack in zip(self.box, self.theory.box(*self.unit), self.input_size, self.theory.slack):
+            lo, hi = max(lo, Fraction(0)), min(hi, Fraction(n - 1))
+            if abs(t - lo) > slack or abs(b - hi) > slack:
+                return False
+        return True
 
     def report(self) -> str:
         return (
             f"{self.node}: unit {self.unit} at input {self.input_size[0]}x{self.input_size[1]}"
             f"{' (thinned)' if self.thinned else ''}: measured box {self.box} size {self.size}, "
-            f"theory {self.theory} -> box {self.expected}{' (clipped)' if self.clipped else ''}: "
+            f"theory {self.theory} -> box {self.expected}{' (clipped)' if self.clipped else ''}"
+            f"{'' if self.theory.exact or self.theory.is_global else ' (within slack)'}: "
             f"{'agree' if self.ok else 'DISAGREE'}"
         )
 
@@ -120,20 +134,22 @@ def ancestors_graph(
     linearise: bool = False,
     thin: bool = False,
     divide_channels: int = 1,
-    drop_gates: bool = False,
+    drop_global: bool = False,
 ) -> Graph:
     """A new graph holding ``node`` and its ancestors, with ``node`` as output ``out``.
 
     Args:
         input_shape: replaces the input's (C, H, W).
-        linearise: activations become ``identity``, max pooling average pooling.
+        linearise: activations become ``identity`` (gates ``sigmoid``), max pooling
+            average pooling, max unpooling nearest upsampling to the pool's input size.
         thin: 1 input channel, 1 output channel and no groups for every conv and
             linear (``out_channels``/``out_features``/``groups`` attributes).
         divide_channels: divide those attributes by this factor instead (they
             must be multiples of it), which keeps every channel relation.
-        drop_gates: a ``mul`` by a broadcast ``Cx1x1`` gate (squeeze-and-excitation)
-            becomes the identity of its other input, and the gate's branch is
-            left out: what remains are the spatial paths.
+        drop_global: at a ``mul``, ``add`` or ``concat``, inputs whose field is
+            global without spatial layout (a squeeze-and-excitation gate, an
+            image-pooling branch upsampled back) are left out, with their
+            branches: what remains are the spatial paths (``RF.local_size``).
 
     Raises:
         ArchlabError: when the graph does not fit (e.g. an input too small), or a
@@ -141,7 +157,7 @@ def ancestors_graph(
     """
     if any(n.shape is None for n in graph):
         graph.infer_shapes()
-    gated = {n.name: _gate_inputs(graph, n) for n in graph if drop_gates and n.op == "mul"}
+    gated = _global_inputs(graph) if drop_global else {}
     keep, todo = set(), [graph[node].name]
     while todo:
         name = todo.pop()
@@ -154,7 +170,9 @@ def ancestors_graph(
             continue
         op, attrs, inputs = n.op, dict(n.attrs), n.inputs
         if gated.get(n.name):
-            op, attrs, inputs = "identity", {}, tuple(i for i in n.inputs if i not in gated[n.name])
+            inputs = tuple(i for i in n.inputs if i not in gated[n.name])
+            if len(inputs) == 1 and op != "concat":
+                op, attrs = "identity", {}
         if op == "input":
             shape = list(input_shape or attrs["shape"])
             if thin:
@@ -162,10 +180,15 @@ def ancestors_graph(
             attrs["shape"] = shape
         if linearise and isinstance(get_op(op), Activation):
             op, attrs = ("sigmoid" if op in GATES else "identity"), {}
-        if linearise and op == "max_pool2d":
+        if linearise and op in ("max_pool2d", "max_pool2d_with_indices"):
             if attrs.pop("dilation") != (1, 1):
-                raise ArchlabError(f"max_pool2d '{n.name}': the oracle cannot linearise a dilated max pooling")
+                raise ArchlabError(f"{op} '{n.name}': the oracle cannot linearise a dilated max pooling")
             op, attrs = "avg_pool2d", {**attrs, "count_include_pad": True}
+        if linearise and op == "max_unpool2d":
+            # Each output unit may receive the maximum of the window covering it: nearest
+            # upsampling to the pool's input size (exact for non-overlapping windows).
+            pool_input = graph[inputs[1]].inputs[0]
+            op, attrs, inputs = "upsample", {"mode": "nearest"}, (inputs[0], pool_input)
         for key in ("out_channels", "out_features", "groups"):
             if key in attrs and thin:
                 attrs[key] = 1
@@ -188,13 +211,17 @@ def _channel_divisor(graph: Graph, node: str) -> int:
     return math.gcd(*counts) if counts else 1
 
 
-def _gate_inputs(graph: Graph, node) -> set[str]:
-    """The inputs of ``node`` that are ``Cx1x1`` gates broadcast over its output."""
-    out = node.shape
-    return {
-        i for i in node.inputs
-        if len(graph[i].shape) == 3 and graph[i].shape[1:] == (1, 1) and out[1:] != (1, 1)
-    }
+def _global_inputs(graph: Graph) -> dict[str, set[str]]:
+    """For each mul/add/concat with both kinds of inputs, its inputs whose field is
+    global without layout."""
+    fields = receptive_fields(graph)
+    out = {}
+    for n in graph:
+        if n.op in ("mul", "add", "concat"):
+            dropped = {i for i in n.inputs if fields[i].is_global and fields[i].local_size is None}
+            if dropped and len(dropped) < len(set(n.inputs)):
+                out[n.name] = dropped
+    return out
 
 
 def positive_weights_(module: torch.nn.Module) -> None:
@@ -221,29 +248,39 @@ def positive_weights_(module: torch.nn.Module) -> None:
                     m.bias.zero_()
 
 
-def _fit_input(graph: Graph, node: str, channels: int) -> tuple[tuple[int, int, int], RF]:
-    """An input size at which some unit's whole field lies inside the image:
-    the field plus two jumps of slack, grown until the graph accepts it."""
-    rf = receptive_fields(graph)[node]
+def _fit_input(graph: Graph, node: str) -> Optional[tuple[tuple[int, ...], RF]]:
+    """An input shape at which some unit's whole field lies inside the image: the
+    graph's own if it fits, else the field plus two jumps of slack, grown until
+    the graph accepts it. ``None`` when the field grows with the input (adaptive
+    pooling into fixed bins), so that no size fits."""
+    own = tuple(graph.input_nodes[0].shape)
+    sub = ancestors_graph(graph, node)
+    rf = receptive_fields(sub)[node]
+    if _fits(rf, _central_unit(rf, sub[node].shape[1:], fit=True)):
+        return own, rf
     sides = []
     for a in (0, 1):
-        sides.append(math.ceil(rf.local_size[a] if rf.local_size else 1) + 2 * math.ceil(rf.jump[a]) + 1)
+        sides.append(math.ceil(rf.local_size[a] if rf.local_size else 1) + 2 * math.ceil(rf.jump[a] + rf.slack[a]) + 1)
     for _ in range(64):
         try:
-            sub = ancestors_graph(graph, node, input_shape=(channels, *sides))
+            sub = ancestors_graph(graph, node, input_shape=(own[0], *sides))
         except ArchlabError:
             sub = None
         if sub is not None:
             theory = receptive_fields(sub)[node]
+            if theory.local_size != rf.local_size and all(a > b for a, b in zip(sides, own[1:])):
+                return None  # a larger input gave a larger field
             if _fits(theory, _central_unit(theory, sub[node].shape[1:], fit=True)):
-                return (channels, *sides), theory
+                return (own[0], *sides), theory
         sides = [s + max(1, math.ceil(rf.jump[a])) for a, s in enumerate(sides)]
     raise ArchlabError(f"node '{node}' of graph {graph.name}: found no input size that fits (last tried {sides})")
 
 
 def _fits(rf: RF, unit: tuple[int, int]) -> bool:
-    """Whether the field of ``unit`` lies inside the input."""
-    return all(0 <= lo and hi <= n - 1 for (lo, hi), n in zip(rf.box(*unit), rf.input_size))
+    """Whether the field of ``unit`` (with its slack) lies inside the input."""
+    return all(
+        0 <= lo - e and hi + e <= n - 1 for (lo, hi), n, e in zip(rf.box(*unit), rf.input_size, rf.slack)
+    )
 
 
 def _central_unit(rf: RF, out_hw: tuple[int, int], *, fit: bool) -> tuple[int, int]:
@@ -255,8 +292,8 @@ def _central_unit(rf: RF, out_hw: tuple[int, int], *, fit: bool) -> tuple[int, i
         pick = order[0]
         if fit and not rf.is_global:
             for i in order:
-                c = rf.start[a] + i * rf.jump[a]
-                if c - (rf.size[a] - 1) / 2 >= 0 and c + (rf.size[a] - 1) / 2 <= rf.input_size[a] - 1:
+                c, half = rf.start[a] + i * rf.jump[a], (rf.size[a] - 1) / 2 + rf.slack[a]
+                if c - half >= 0 and c + half <= rf.input_size[a] - 1:
                     pick = i
                     break
         unit.append(pick)
@@ -279,15 +316,17 @@ def measure_receptive_field(
         graph: any graph with one image input; only its nodes' ``meta["rf"]``
             (and missing shapes) are written.
         node: the node whose output unit is measured.
-        input_size: (H, W) to feed; by default the smallest size (field plus two
-            jumps of slack) at which a unit's field fits the image, so nothing is
-            clipped. Global nodes default to the graph's own input size.
+        input_size: (H, W) to feed; by default the graph's own input size if a
+            unit's field fits in it, else the smallest size (field plus two jumps of
+            slack) at which it does, so nothing is clipped. Global nodes, and fields
+            that grow with the input (adaptive pooling into bins), use the graph's
+            own size and are compared clipped.
         unit: the output unit ``(i, j)``; by default the one nearest the centre
             (among those whose field fits, when ``input_size`` is chosen here).
         thin: use a thinned network (see the module docstring).
-        local: measure the spatial paths only: squeeze-and-excitation gates are
-            removed (see :func:`ancestors_graph`), so a node whose field is global
-            through its gates shows its ``local_size``.
+        local: measure the spatial paths only: global branches (squeeze-and-
+            excitation gates, image pooling) are removed (see :func:`ancestors_graph`),
+            so a node whose field is global through them shows its ``local_size``.
 
     Returns:
         An :class:`OracleResult`; ``.ok`` says whether measurement and theory agree.
@@ -300,20 +339,16 @@ def measure_receptive_field(
     from archlab.torchio import to_module
 
     if local:
-        graph = ancestors_graph(graph, node, drop_gates=True)
+        graph = ancestors_graph(graph, node, drop_global=True)
     base = receptive_fields(graph)[node]  # also checks there is one image input
     channels = graph.input_nodes[0].shape[0]
-    if input_size is not None:
-        shape = (channels, *input_size)
+    fitted = None if input_size is not None or base.is_global else _fit_input(graph, node)
+    if fitted is not None:
+        shape, theory = fitted
+    else:  # as asked, for a global field, or when no size avoids clipping
+        shape = (channels, *input_size) if input_size is not None else tuple(graph.input_nodes[0].shape)
         theory = receptive_fields(ancestors_graph(graph, node, input_shape=shape))[node]
-        fit = False
-    else:
-        if base.is_global:
-            shape = tuple(graph.input_nodes[0].shape)
-            theory = receptive_fields(ancestors_graph(graph, node))[node]
-        else:
-            shape, theory = _fit_input(graph, node, channels)
-        fit = True
+    fit = input_size is None
     net = None
     if thin:
         divisor = _channel_divisor(graph, node)

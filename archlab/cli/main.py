@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=1e-5, help="max abs output difference allowed")
     s.set_defaults(func=commands.cmd_compare)
 
+    from archlab.cli import erf_cmd
+
+    erf_cmd.add_parser(sub)
+
     s = sub.add_parser("ops", help="list the registered ops")
     s.set_defaults(func=commands.cmd_ops)
     return p

@@ -248,6 +248,7 @@ class Op:
 
     name: ClassVar[OpName] = ""
     needs_graph: ClassVar[bool] = False  # shape rule is infer_shape_in(graph, node, shapes)
+    rf_inputs: ClassVar[tuple[int, ...] | None] = None  # inputs whose values reach the output (None: all); the rf rule applies to these
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
     attrs: ClassVar[tuple[Attr, ...]] = ()
     doc: ClassVar[str] = ""
@@ -306,7 +307,8 @@ class Op:
 
     def rf(self, node: Node, shapes: Sequence[Shape], out: Shape) -> RFRule:
         """Receptive-field rule: a :class:`Window` per spatial axis (H, W),
-        :data:`POINTWISE` or :data:`GLOBAL`. Applies to every input."""
+        :data:`POINTWISE` or :data:`GLOBAL`. Applies to every input listed in
+        ``rf_inputs`` (all by default)."""
         raise NotImplementedError
 
     def memory(self, node: Node, shapes: Sequence[Shape], out: Shape) -> MemoryRule:

@@ -6,7 +6,7 @@ import operator
 from fractions import Fraction
 
 from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError
-from archlab.ops.base import Attr, MemoryRule, Op, Saved, Window, numel, register_op
+from archlab.ops.base import Attr, MemoryRule, Op, Window, numel, register_op
 from archlab.ops.pool import MaxPool2d
 
 
@@ -60,13 +60,15 @@ class ConvTranspose2d(Op):
         return n + (numel(out) if convention == "full" and a["bias"] else 0)
 
     def rf(self, node, shapes, out):
-        """Output o reads inputs i with i*s in [o + p - d(k-1), o + p]: a window of
-        ``d(k-1)/s + 1`` input units (continuous), stride ``1/s``."""
+        """Output o reads inputs i with i*s in [o + p - d(k-1), o + p]: at most
+        ``d(k-1)//s + 1`` input units (the inputs used per output; e.g. 2 for k4 s2,
+        1 for k2 s2), centred on average at ``(o + p - d(k-1)/2) / s``; stride ``1/s``."""
         a = node.attrs
         wins = []
         for i in (0, 1):
-            span, s = a["dilation"][i] * (a["kernel_size"][i] - 1), a["stride"][i]
-            wins.append(Window(Fraction(span, s) + 1, Fraction(1, s), Fraction(span - a["padding"][i], s)))
+            span, s, p = a["dilation"][i] * (a["kernel_size"][i] - 1), a["stride"][i], a["padding"][i]
+            k = span // s + 1
+            wins.append(Window(k, Fraction(1, s), Fraction(k - 1, 2) - Fraction(2 * p - span, 2 * s)))
         return tuple(wins)
 
     def memory(self, node, shapes, out):
@@ -90,6 +92,7 @@ class Upsample(Op):
 
     name = "upsample"
     arity = (1, 2)
+    rf_inputs = (0,)  # a second input only gives the size
     doc = "nearest/bilinear resize by scale_factor, to size, or to a second input's size"
     attrs = (
         Attr("mode", "str", "nearest"),
@@ -182,6 +185,7 @@ class MaxUnpool2d(Op):
     doc = "place values back at a max_pool2d_with_indices node's argmax positions (SegNet)"
 
     needs_graph = True
+    rf_inputs = (0,)  # the pool input supplies positions (indices), not values
 
     def infer_shape_in(self, graph, node, shapes):
         x, pooled = shapes
@@ -203,7 +207,9 @@ class MaxUnpool2d(Op):
         return tuple(Window(1, Fraction(shapes[0][1 + i], out[1 + i]), 0) for i in (0, 1))
 
     def memory(self, node, shapes, out):
-        return MemoryRule(saved_extra=(Saved("indices", numel(shapes[0]), dtype="int64"),))
+        # MaxUnpool2DBackward0 saves the pool's own indices tensor, which the pool already
+        # saves (and counts): one storage, so nothing extra here.
+        return MemoryRule()
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn.functional as F
@@ -222,6 +228,7 @@ class Crop2d(Op):
 
     name = "crop2d"
     arity = (2, 2)
+    rf_inputs = (0,)  # the second input only gives the size
     doc = "crop to a second input's HxW, centred or at offset (U-Net/FCN skips)"
     attrs = (Attr("offset", "pair", None, nonnegative=True),)
 
@@ -253,7 +260,7 @@ class Crop2d(Op):
         return (Window(1, 1, -top), Window(1, 1, -left))
 
     def memory(self, node, shapes, out):
-        return MemoryRule()  # slicing: a view; autograd saves nothing
+        return MemoryRule(alias=0)  # slicing: a view of the input; autograd saves nothing
 
     def emit(self, ctx, node, args, shapes):
         top, left = self._offset(node, shapes)

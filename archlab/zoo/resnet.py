@@ -107,8 +107,9 @@ def resnet_backbone(
         The outputs of ``layer1``..``layer4`` (strides 4, 8, 16, 32 without dilation).
 
     Raises:
-        ArchlabError: unknown depth or stride placement, a flag list that is not
-            three long, or dilation asked of basic blocks (as torchvision).
+        ValueError: unknown depth or stride placement.
+        ArchlabError: a flag list that is not three long, or dilation asked of
+            basic blocks (torchvision's ``BasicBlock`` refuses it too).
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
