@@ -52,35 +52,62 @@ class Comparison:
         ])
 
 
-def perturb_(module, seed: int = 0) -> None:
+def randomize_(module, seed: int = 0) -> None:
+    """Fill every parameter and buffer (e.g. of a model materialised with
+    ``to_empty``): :func:`perturb_`'s rules for conv, linear and batch-norm
+    layers; any other floating tensor ~ N(0, 0.1); integer buffers 0."""
+    import torch
+
+    done = perturb_(module, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            if id(t) in done:
+                continue
+            if t.is_floating_point():
+                t.normal_(0.0, 0.1, generator=gen)
+            else:
+                t.zero_()
+
+
+def perturb_(module, seed: int = 0) -> set[int]:
     """Make outputs depend visibly on every layer: He-normal (fan-in) conv and
     linear weights, small random biases, and batch norms with non-trivial affine
     parameters and running statistics. (A fresh torchvision model's BN is the
     identity, and some inits make deep nets' logits nearly input-independent, so
-    an equality test would prove little.)"""
+    an equality test would prove little.) Returns the ids of the tensors written."""
     import math
 
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    done: set[int] = set()
+
+    def fill(t, kind: str, a: float, b: float) -> None:
+        (t.normal_(a, b, generator=gen) if kind == "normal" else t.uniform_(a, b, generator=gen))
+        done.add(id(t))
+
     with torch.no_grad():
         for m in module.modules():
-            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * math.sqrt(2.0 / fan_in))
+            if isinstance(m, (torch.nn.modules.conv._ConvNd, torch.nn.Linear)):
+                fill(m.weight, "normal", 0.0, math.sqrt(2.0 / m.weight[0].numel()))
                 if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+                    fill(m.bias, "normal", 0.0, 0.1)
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 if m.affine:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.1)
+                    fill(m.weight, "uniform", 0.5, 1.5)
+                    fill(m.bias, "normal", 0.0, 0.1)
                 if m.track_running_stats:
-                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
-                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                    fill(m.running_mean, "normal", 0.0, 0.1)
+                    fill(m.running_var, "uniform", 0.5, 1.5)
+    return done
 
 
-def torchvision_model(name: str, **cfg: Any):
-    """Build zoo model ``name``'s torchvision counterpart, freshly initialised."""
+def torchvision_model(name: str, *, init: bool = True, **cfg: Any):
+    """Build zoo model ``name``'s torchvision counterpart, freshly initialised
+    (``init=False``: allocated but not initialised, for callers that fill every
+    tensor themselves, such as :func:`randomize_`; skips torchvision's init)."""
+    import torch
     import torchvision
 
     from archlab.zoo import model_info
@@ -89,7 +116,11 @@ def torchvision_model(name: str, **cfg: Any):
     if info.torchvision is None:
         raise ArchlabError(f"model {name} has no torchvision counterpart (torchvision lacks {info.family} {name})")
     kwargs = {**info.torchvision_kwargs, **cfg}
-    return torchvision.models.get_model(info.torchvision, weights=None, **kwargs)
+    if init:
+        return torchvision.models.get_model(info.torchvision, weights=None, **kwargs)
+    with torch.device("meta"):
+        model = torchvision.models.get_model(info.torchvision, weights=None, **kwargs)
+    return model.to_empty(device="cpu")
 
 
 def _outputs(y) -> dict:
@@ -98,19 +129,22 @@ def _outputs(y) -> dict:
     return {"out": y}
 
 
-def compare_modules(model: str, reference_name: str, graph, reference, *, batch: int = 1, seed: int = 0, dtype: str = "float64") -> Comparison:
-    """Load ``reference``'s weights into the compiled ``graph`` and compare outputs."""
+def compare_modules(model: str, reference_name: str, graph, reference, *, batch: int = 1, seed: int = 0,
+                    dtype: str = "float64", fill_all: bool = False) -> Comparison:
+    """Give ``reference`` random weights (:func:`perturb_`, or :func:`randomize_`
+    with ``fill_all`` for an uninitialised module), load them into the compiled
+    ``graph`` (``strict=True``) and compare outputs on one random input."""
     import torch
 
     from archlab.torchio.compile import to_module
 
     torch.manual_seed(seed)
-    perturb_(reference, seed)
-    reference.eval()
-    mine = to_module(graph, state_dict=reference.state_dict())
     tdtype = getattr(torch, dtype)
-    mine.to(tdtype).eval()
-    reference.to(tdtype)
+    reference.to(tdtype).eval()
+    (randomize_ if fill_all else perturb_)(reference, seed)
+    # assign=True: the compiled module takes the reference's tensors as they are
+    # (no copy); the comparison is of the two architectures on equal weights.
+    mine = to_module(graph, state_dict=reference.state_dict(), assign=True)
     shape = (batch, *graph.input_nodes[0].attrs["shape"])
     x = torch.randn(shape, dtype=tdtype, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
@@ -140,6 +174,6 @@ def compare_with_torchvision(name: str, *, input_shape: tuple[int, int, int] | N
 
     info = model_info(name)
     graph = get_model(name, **({"input_shape": input_shape} if input_shape else {}), **cfg)
-    torch.manual_seed(seed)
-    reference = torchvision_model(name, **cfg)
-    return compare_modules(name, f"torchvision:{info.torchvision}", graph, reference, batch=batch, seed=seed, dtype=dtype)
+    reference = torchvision_model(name, init=False, **cfg)
+    return compare_modules(name, f"torchvision:{info.torchvision}", graph, reference, batch=batch, seed=seed,
+                           dtype=dtype, fill_all=True)

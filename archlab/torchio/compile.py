@@ -82,6 +82,7 @@ def to_module(
     *,
     state_dict: Mapping[str, Any] | None = None,
     strict: bool = True,
+    assign: bool = False,
 ) -> torch.fx.GraphModule:
     """Compile ``graph`` to an ``nn.Module``.
 
@@ -90,6 +91,8 @@ def to_module(
         state_dict: weights to load (e.g. torchvision's ``model.state_dict()``);
             keys are the nodes' dotted names plus ``weight``/``bias``/....
         strict: passed to ``load_state_dict``.
+        assign: take the given tensors as the module's parameters and buffers
+            (no copy; dtype and device follow them) instead of copying them in.
 
     Returns:
         A ``torch.fx.GraphModule`` whose forward takes the graph inputs in
@@ -132,7 +135,7 @@ def to_module(
     if skip_init:
         gm.to_empty(device="cpu")
     if state_dict is not None:
-        load_weights(gm, state_dict, strict=strict, graph_name=graph.name)
+        load_weights(gm, state_dict, strict=strict, graph_name=graph.name, assign=assign)
     return gm
 
 
@@ -148,7 +151,8 @@ def _assign(root, dotted: str, module) -> None:
     cur.add_module(leaf, module)
 
 
-def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, graph_name: str = "graph") -> None:
+def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, graph_name: str = "graph",
+                 assign: bool = False) -> None:
     """``module.load_state_dict`` with an error that lists the keys and shapes that do not fit."""
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
@@ -167,4 +171,4 @@ def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, 
         problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}")
     if problems:
         raise ArchlabError(f"weights do not fit graph {graph_name}: " + " | ".join(problems))
-    module.load_state_dict(dict(state_dict), strict=strict)
+    module.load_state_dict(dict(state_dict), strict=strict, assign=assign)
