@@ -112,7 +112,8 @@ def test_segnet_unpools_odd_sizes_back():
     g = archlab.get_model("segnet", input_shape=(3, 360, 480))
     assert g["features.33"].shape == (512, 23, 30) and g["upsample5"].shape == (512, 23, 30)
     assert _out(archlab.get_model("segnet", input_shape=(3, 45, 61))).shape == (11, 45, 61)
-    assert model_info("segnet").min_input_size() == 17
+    assert model_info("segnet").min_input_size(start=1) == 1
+    assert _out(archlab.get_model("segnet", input_shape=(3, 5, 3))).shape == (11, 5, 3)
 
 
 # -- alignment (receptive fields) ---------------------------------------------------------------

@@ -19,9 +19,9 @@ are those of the authors' Caffe ``segnet_train.prototxt`` (SegNet-VGG16):
 
 The pools round up (Caffe's pooling, which the prototxt's ``upsample_h`` of 23 for
 a 360x480 CamVid image confirms) and every unpooling restores its pool's input
-size exactly, so any input of 17x17 or more works (every pool then sees at least
-2 pixels; archlab's pooling rule, unlike PyTorch's ceil mode, rejects a 2x2 pool on
-a 1-pixel map) and the output ``conv1_1_D`` is ``num_classes x H x W``.
+size exactly, so any input size works (down to 1x1: a ceil-mode 2x2 pool of a
+1-pixel map gives 1 pixel, as in PyTorch) and the output ``conv1_1_D`` is
+``num_classes x H x W``.
 
 Parameters: 29,449,355 at the default 11 CamVid classes (conv weights and biases
 29,433,483, batch-norm scales and shifts 15,872). The paper quotes 29.5M for the
@@ -64,7 +64,7 @@ def segnet(
     Args:
         num_classes: output maps (11 for CamVid, as the authors' Caffe model; 37 for
             SUN RGB-D).
-        input_shape: ``(C, H, W)``; any ``H, W >= 17`` (the unpoolings restore odd sizes).
+        input_shape: ``(C, H, W)``; any ``H, W >= 1`` (the unpoolings restore odd sizes).
         cfg: the encoder as a VGG cfg list (default VGG16, ``vgg.CFGS["D"]``); every
             stage must end with ``"M"``. The decoder mirrors it.
 
