@@ -45,6 +45,7 @@ def with_input_shape(graph: Graph, shape: tuple[int, ...]) -> Graph:
         raise ArchlabError(f"graph {graph.name} has {len(inputs)} inputs; --input needs exactly one")
     g = graph.copy()
     g[inputs[0].name].attrs["shape"] = tuple(shape)
+    g._changed()
     return g.validate()
 
 

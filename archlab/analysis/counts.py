@@ -31,8 +31,7 @@ class Counts:
 
 
 def _ensure_shapes(graph: Graph) -> None:
-    if any(n.shape is None for n in graph):
-        graph.validate()
+    graph.validate()
 
 
 def param_counts(graph: Graph) -> tuple[Counts, Counts]:

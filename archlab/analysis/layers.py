@@ -20,7 +20,12 @@ from archlab.ops import get_op
 
 
 def fold_layers(graph: Graph) -> list[list[str]]:
-    """Groups of node names in execution order; each group is one layer."""
+    """Groups of node names in execution order; each group is one layer
+    (cached per graph version: do not mutate the result)."""
+    return graph.cached("layers", lambda: _fold(graph))
+
+
+def _fold(graph: Graph) -> list[list[str]]:
     groups: list[list[str]] = []
     owner: dict[str, int] = {}
     outputs = set(graph.outputs.values())
@@ -38,10 +43,9 @@ def fold_layers(graph: Graph) -> list[list[str]]:
 
 
 def _rule(graph: Graph, node):
-    try:
-        return get_op(node.op).memory(node, [graph[i].shape for i in node.inputs], node.shape)
-    except NotImplementedError:
-        return None
+    from archlab.analysis.memory import _rules
+
+    return _rules(graph, strict=False)[0].get(node.name)
 
 
 def _is_row(graph: Graph, node) -> bool:

@@ -155,8 +155,18 @@ def unsupported_ops(graph: Graph) -> list[str]:
 
 
 def _rules(graph: Graph, *, strict: bool = True) -> tuple[dict[str, MemoryRule], list[str]]:
-    if any(n.shape is None for n in graph):
-        graph.validate()
+    graph.validate()
+    rules, missing = graph.cached("memory_rules", lambda: _collect_rules(graph))
+    if strict and missing:
+        ops = sorted({m.split(" ")[0] for m in missing})
+        raise ArchlabError(
+            f"memory: no memory rule for op(s) {', '.join(ops)} (node(s) {', '.join(missing[:5])}"
+            f"{', ...' if len(missing) > 5 else ''}); give the op class a `memory` method"
+        )
+    return rules, missing
+
+
+def _collect_rules(graph: Graph) -> tuple[dict[str, MemoryRule], list[str]]:
     rules: dict[str, MemoryRule] = {}
     missing: list[str] = []
     for node in graph.topo_order():
@@ -165,12 +175,6 @@ def _rules(graph: Graph, *, strict: bool = True) -> tuple[dict[str, MemoryRule],
             rules[node.name] = get_op(node.op).memory(node, shapes, node.shape)
         except NotImplementedError:
             missing.append(f"{node.op} '{node.name}'")
-    if strict and missing:
-        ops = sorted({m.split(" ")[0] for m in missing})
-        raise ArchlabError(
-            f"memory: no memory rule for op(s) {', '.join(ops)} (node(s) {', '.join(missing[:5])}"
-            f"{', ...' if len(missing) > 5 else ''}); give the op class a `memory` method"
-        )
     return rules, missing
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import networkx as nx
-
 from archlab.errors import ArityError, DuplicateNameError, GraphError, UnknownNodeError
 from archlab.graph.node import Node
 from archlab.ops import Shape, get_op
@@ -27,7 +25,6 @@ class Graph:
         self.name = name
         self.meta: dict[str, Any] = dict(meta or {})
         self.outputs: dict[str, str] = {}
-        self.nx = nx.MultiDiGraph()
         self._nodes: dict[str, Node] = {}
         self._version = 0  # bumped by every structural change; keys the caches below
         self._cache: dict[str, Any] = {}
@@ -54,9 +51,6 @@ class Graph:
             raise ArityError(f"{op} '{name}': takes {want} input(s), got {len(inputs)} ({', '.join(inputs) or 'none'})")
         node = Node(name, op, inputs, definition.canonical_attrs(name, attrs))
         self._nodes[name] = node
-        self.nx.add_node(name, node=node)
-        for slot, src in enumerate(inputs):
-            self.nx.add_edge(src, name, slot=slot)
         self._changed()
         return node
 
@@ -65,13 +59,37 @@ class Graph:
         if self.users(name):
             raise GraphError(f"cannot remove '{name}': used by {', '.join(self.users(name))}")
         del self._nodes[name]
-        self.nx.remove_node(name)
         self.outputs = {k: v for k, v in self.outputs.items() if v != name}
         self._changed()
 
     def _changed(self) -> None:
+        """Forget everything derived from the structure (call after editing a
+        node's attributes in place)."""
         self._version += 1
         self._cache.clear()
+
+    def cached(self, key: str, compute):
+        """``compute()`` once per graph version: passes cache derived tables here."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    @property
+    def nx(self):
+        """The networkx view (a ``MultiDiGraph``; node attribute ``node``, edge
+        attribute ``slot``), built on first use and cached until the graph changes."""
+        import networkx as nx
+
+        def build():
+            g = nx.MultiDiGraph()
+            for name, node in self._nodes.items():
+                g.add_node(name, node=node)
+            for name, node in self._nodes.items():
+                for slot, src in enumerate(node.inputs):
+                    g.add_edge(src, name, slot=slot)
+            return g
+
+        return self.cached("nx", build)
 
     def set_output(self, node: str, name: str = "out") -> None:
         """Mark ``node`` as the graph output called ``name``."""
@@ -161,10 +179,13 @@ class Graph:
         return self
 
     def validate(self) -> Graph:
-        """Check the whole graph (see :func:`archlab.graph.validate.validate`)."""
+        """Check the whole graph (see :func:`archlab.graph.validate.validate`);
+        a no-op when it is unchanged since it last passed."""
         from archlab.graph.validate import validate
 
-        validate(self)
+        if not self._cache.get("valid"):
+            validate(self)
+            self._cache["valid"] = True
         return self
 
     def shape(self, name: str) -> Shape:

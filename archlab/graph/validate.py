@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from archlab.errors import CycleError, DanglingNodeError, GraphError, UnknownNodeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -33,6 +31,8 @@ def check_acyclic(graph: Graph) -> None:
 
 def raise_cycle(graph: Graph) -> None:
     """Raise CycleError naming the nodes on one cycle."""
+    import networkx as nx
+
     cycle = nx.find_cycle(graph.nx)
     path = " -> ".join(f"'{u}'" for u, *_ in cycle) + f" -> '{cycle[0][0]}'"
     first = graph[cycle[0][0]] if cycle[0][0] in graph else None
