@@ -69,15 +69,14 @@ def analyze(
         return last_allocating(graph, group)
 
     groups = layers if fold else [[n.name] for n in graph.topo_order()]
-    if depth is not None:
-        groups = group_by_depth(graph, groups, depth)
+    named = group_by_depth(graph, groups, depth) if depth is not None else [(g[0], g) for g in groups]
     rows = []
-    for group in groups:
+    for row_name, group in named:
         last = tail(group)
         rf = rfs[last]
         elements = mem.out_elements[last] * batch
         rows.append({
-            "name": group[0] if depth is None else _common_scope(group),
+            "name": row_name,
             "op": "+".join(dict.fromkeys(graph[n].op for n in group)) if depth is None or len(group) == 1 else "scope",
             "output_shape": list(graph[last].shape),
             "params": sum(params.per_node[n] for n in group),
@@ -89,6 +88,7 @@ def analyze(
             "rf_stride": _rf_value(rf.jump),
             "rf_start": _rf_value(rf.start),
             "rf_global": rf.is_global,
+            "rf_local_size": _rf_value(rf.local_size) if rf.is_global and rf.local_size is not None else None,
             "rf_aligned": rf.aligned,
         })
     total_macs = macs.total * batch
@@ -119,13 +119,3 @@ def analyze(
     if macs.unsupported:
         notes.append(f"no MAC rule for {', '.join(macs.unsupported)}: excluded from the MAC total")
     return Analysis(model=graph.name, rows=rows, totals=totals, notes=notes)
-
-
-def _common_scope(group: list[str]) -> str:
-    parts = [n.split(".") for n in group]
-    common = []
-    for tokens in zip(*parts):
-        if len(set(tokens)) != 1:
-            break
-        common.append(tokens[0])
-    return ".".join(common) or group[0]

@@ -67,10 +67,10 @@ def scope_of(name: str, depth: int) -> str:
     return ".".join(name.split(".")[:depth])
 
 
-def group_by_depth(graph: Graph, groups: list[list[str]], depth: int) -> list[list[str]]:
-    """Merge consecutive-or-not groups whose head shares a scope prefix of ``depth``
-    parts; order of first appearance."""
+def group_by_depth(graph: Graph, groups: list[list[str]], depth: int) -> list[tuple[str, list[str]]]:
+    """``(scope, names)`` rows: layers merged by the first ``depth`` dotted parts
+    of their first node's name, in order of first appearance."""
     merged: dict[str, list[str]] = {}
     for g in groups:
         merged.setdefault(scope_of(g[0], depth), []).extend(g)
-    return list(merged.values())
+    return list(merged.items())

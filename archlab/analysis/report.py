@@ -21,7 +21,7 @@ from typing import Any
 
 COLUMNS = [
     "name", "op", "output_shape", "params", "buffers", "macs", "activation_elements", "activation_bytes",
-    "rf_size", "rf_stride", "rf_start", "rf_global", "rf_aligned",
+    "rf_size", "rf_stride", "rf_start", "rf_global", "rf_local_size", "rf_aligned",
 ]
 
 
@@ -86,16 +86,19 @@ class Analysis:
         w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: (_shape(v) if k == "output_shape" else _rf(v) if k.startswith("rf_") and k not in ("rf_global", "rf_aligned") else v)
+            w.writerow({k: (_shape(v) if k == "output_shape" else _rf(v) if k in ("rf_size", "rf_stride", "rf_start", "rf_local_size") else v)
                         for k, v in r.items()})
         return buf.getvalue()
 
     def _table_rows(self) -> list[list[str]]:
         out = []
         for r in self.rows:
-            rf = "global" if r.get("rf_global") else _rf(r.get("rf_size"))
-            if rf != "global" and r.get("rf_aligned") is False:
-                rf += " (misaligned)"
+            notes = []
+            if r.get("rf_local_size") is not None:
+                notes.append(f"{_rf(r['rf_local_size'])} local")
+            if r.get("rf_aligned") is False:
+                notes.append("misaligned")
+            rf = ("global" if r.get("rf_global") else _rf(r.get("rf_size"))) + (f" ({', '.join(notes)})" if notes else "")
             out.append([
                 r["name"], r["op"], _shape(r["output_shape"]), f"{r['params']:,}" if r["params"] else "",
                 human(r["macs"]) if r["macs"] else "", f"{r['activation_elements']:,}",
