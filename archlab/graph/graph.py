@@ -96,6 +96,7 @@ class Graph:
         if node not in self._nodes:
             raise UnknownNodeError(f"output '{name}' refers to unknown node '{node}'")
         self.outputs[name] = node
+        self._cache.pop("valid", None)  # outputs decide which nodes dangle
 
     # -- access ---------------------------------------------------------------
     @property

@@ -48,3 +48,4 @@ def infer_shapes(graph: Graph) -> None:
         node.meta.pop("shape", None)
     for node in graph.topo_order():
         infer_node(graph, node)
+    graph._cache["shapes"] = True

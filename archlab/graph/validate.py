@@ -72,5 +72,6 @@ def validate(graph: Graph) -> None:
         raise GraphError(f"graph {graph.name} has no input node; add one with op 'input'")
     if not graph.outputs:
         raise GraphError(f"graph {graph.name} has no output; mark one with set_output()")
-    graph.infer_shapes()
+    if not graph._cache.get("shapes"):  # the builder infers each node as it is added
+        graph.infer_shapes()
     check_dangling(graph)

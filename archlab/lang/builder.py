@@ -138,4 +138,5 @@ class GraphBuilder:
         """Validate and return the graph. With no output marked, the last node is ``out``."""
         if not self.graph.outputs and len(self.graph):
             self.graph.set_output(self.graph.nodes[-1].name)
+        self.graph._cache["shapes"] = True  # every node was inferred when it was added
         return self.graph.validate()
