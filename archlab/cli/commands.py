@@ -25,14 +25,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _graph(args), batch=args.batch, dtype=args.dtype, convention=args.flops_convention,
         depth=args.depth, fold=not args.all_nodes, optimizer=args.optimizer,
     )
-    text = a.render(args.format)
-    if args.output in (None, "-"):
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    else:
-        with open(args.output, "w") as f:
-            f.write(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+    _write(a.render(args.format), args.output)
     return 0
+
+
+def _write(text: str, output: str | None) -> None:
+    """``text`` to stdout (``None`` or ``-``) or to the file ``output``."""
+    if not text.endswith("\n"):
+        text += "\n"
+    if output in (None, "-"):
+        sys.stdout.write(text)
+        return
+    with open(output, "w") as f:
+        f.write(text)
+    print(f"wrote {output}", file=sys.stderr)
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
@@ -66,13 +72,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the description file (YAML)."""
     from archlab.lang import dump
 
-    text = dump(_graph(args))
-    if args.output in (None, "-"):
-        sys.stdout.write(text)
-    else:
-        with open(args.output, "w") as f:
-            f.write(text)
-        print(f"wrote {args.output}", file=sys.stderr)
+    _write(dump(_graph(args)), args.output)
     return 0
 
 

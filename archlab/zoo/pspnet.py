@@ -34,7 +34,7 @@ from archlab.graph import Graph
 from archlab.lang import GraphBuilder, Ref
 from archlab.zoo.common import conv_bn
 from archlab.zoo.registry import register_model
-from archlab.zoo.seg_torchvision import dilated_resnet, fcn_head, image_pooling
+from archlab.zoo.seg_torchvision import image_pooling, segmentation_net
 
 PSPNET_PAPER = "Zhao, Shi, Qi, Wang & Jia, Pyramid Scene Parsing Network, CVPR 2017 (arXiv:1612.01105)"
 PYRAMID_BINS = (1, 2, 3, 6)  # §3.2: bin sizes of the four pyramid levels
@@ -73,22 +73,14 @@ def pspnet(
     Returns:
         A graph with output ``out`` (and ``aux``), each ``num_classes`` x H x W.
     """
-    b = GraphBuilder(name, meta={"family": "pspnet"})
-    image = b.input(input_shape)
-    _, _, c4, c5 = dilated_resnet(b, image, depth=depth)
-    with b.scope("classifier"):
+    def head(b: GraphBuilder, c5: Ref) -> Ref:
         with b.scope(0):
             x = pyramid_pooling(b, c5, tuple(bins))
         x = conv_bn(b, x, 512, 3, padding=1, names=("1", "2"))
         x = b.dropout(x, 0.1, name="4")
-        x = b.conv2d(x, num_classes, 1, name="5")
-        out = b.upsample(x, image, mode="bilinear", name="upsample")
-    b.output(out, "out")
-    if aux_loss:
-        with b.scope("aux_classifier"):
-            aux = b.upsample(fcn_head(b, c4, num_classes), image, mode="bilinear", name="upsample")
-        b.output(aux, "aux")
-    return b.build()
+        return b.conv2d(x, num_classes, 1, name="5")
+
+    return segmentation_net(name, "pspnet", depth, num_classes, input_shape, aux_loss, head)
 
 
 register_model(

@@ -87,8 +87,11 @@ def deeplab_head(b: GraphBuilder, x: Ref, num_classes: int, rates: tuple[int, ..
     return b.conv2d(x, num_classes, 1, name="4")
 
 
-def _segmentation(name: str, family: str, depth: int, num_classes: int, input_shape: tuple[int, int, int],
-                  aux_loss: bool, head) -> Graph:
+def segmentation_net(name: str, family: str, depth: int, num_classes: int, input_shape: tuple[int, int, int],
+                     aux_loss: bool, head) -> Graph:
+    """Dilated ResNet (output stride 8) -> ``head(b, layer4)`` in scope ``classifier``
+    -> bilinear upsampling to the input (output ``out``); with ``aux_loss``, an
+    ``FCNHead`` on ``layer3`` in scope ``aux_classifier`` (output ``aux``)."""
     b = GraphBuilder(name, meta={"family": family})
     image = b.input(input_shape)
     _, _, c4, c5 = dilated_resnet(b, image, depth=depth)
@@ -121,7 +124,7 @@ def fcn_resnet(
     Returns:
         A graph with output ``out`` (and ``aux``), each ``num_classes`` x H x W.
     """
-    return _segmentation(name, "fcn", depth, num_classes, input_shape, aux_loss,
+    return segmentation_net(name, "fcn", depth, num_classes, input_shape, aux_loss,
                          lambda b, x: fcn_head(b, x, num_classes))
 
 
@@ -146,7 +149,7 @@ def deeplabv3_resnet(
     Returns:
         A graph with output ``out`` (and ``aux``), each ``num_classes`` x H x W.
     """
-    return _segmentation(name, "deeplabv3", depth, num_classes, input_shape, aux_loss,
+    return segmentation_net(name, "deeplabv3", depth, num_classes, input_shape, aux_loss,
                          lambda b, x: deeplab_head(b, x, num_classes, tuple(atrous_rates)))
 
 
