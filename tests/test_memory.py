@@ -20,6 +20,11 @@ VGG16_TOTAL = 15_237_608
 
 MODELS = ["resnet18", "vgg11_bn", "mobilenet_v2", "densenet121", "googlenet", "se_resnet50", "mobilenet_v3_small"]
 SMALL = (3, 64, 64)
+# Segmentation nets, at small inputs their geometry accepts: size references (FCN's and
+# U-Net's crops, the upsampling "to the image" of PSPNet and DeepLabV3) and SegNet's
+# max-pool indices, which live until their unpooling.
+SEG = {"fcn8s": (3, 64, 64), "segnet": (3, 45, 61), "unet": (3, 188, 188), "pspnet": (3, 64, 64),
+       "deeplabv3_resnet50": (3, 64, 64)}
 BATCH = 2
 
 
@@ -47,33 +52,62 @@ def measured_saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
 class LiveBytes(torch.fx.Interpreter):
     """Runs a GraphModule and records, after each node, the bytes of the distinct
     storages held in its environment (the Interpreter drops a value after its
-    last use) together with the node's result."""
+    last use) together with the node's result; tensors inside tuples (a max
+    pool's values and indices) and dicts count."""
 
     def run_node(self, n):
         result = super().run_node(n)
-        held = [*self.env.values(), result]
         storages = {}
-        for v in held:
-            for t in (v.values() if isinstance(v, dict) else [v]):
-                if isinstance(t, torch.Tensor):
-                    storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        self.peak = max(getattr(self, "peak", 0), sum(storages.values()))
+
+        def hold(v):
+            if isinstance(v, torch.Tensor):
+                storages[v.untyped_storage().data_ptr()] = v.untyped_storage().nbytes()
+            elif isinstance(v, (tuple, list, dict)):
+                for t in (v.values() if isinstance(v, dict) else v):
+                    hold(t)
+
+        for v in [*self.env.values(), result]:
+            hold(v)
+        self.live.append((n.name, sum(storages.values())))
         return result
 
 
-def measured_peak_bytes(module: torch.fx.GraphModule, x: torch.Tensor) -> int:
+def measured_live_bytes(module: torch.fx.GraphModule, x: torch.Tensor) -> list[tuple[str, int]]:
+    """(fx node, bytes live after it) for each fx node of an inference forward."""
     module.eval()
     interp = LiveBytes(module)
+    interp.live = []
     with torch.no_grad():
         interp.run(x)
-    return interp.peak
+    return interp.live
 
 
-@pytest.fixture(scope="module", params=MODELS)
+def measured_peak_bytes(module: torch.fx.GraphModule, x: torch.Tensor) -> int:
+    return max(b for _, b in measured_live_bytes(module, x))
+
+
+def measured_live_bytes_per_node(graph, module, x) -> dict[str, int]:
+    """Graph node -> the most bytes live while the fx nodes it compiled to ran (a
+    node's first fx node is named after it; the rest follow it, e.g. a max pool's
+    ``getitem``s)."""
+    from archlab.torchio.compile import fx_name
+
+    names = {fx_name(n.name): n.name for n in graph}
+    out, node = {}, None
+    for fx, nbytes in measured_live_bytes(module, x):
+        if fx == "output":
+            continue
+        node = names.get(fx, node)
+        out[node] = max(out.get(node, 0), nbytes)
+    return out
+
+
+@pytest.fixture(scope="module", params=[*MODELS, *SEG])
 def compiled(request):
     torch.manual_seed(0)
-    graph = archlab.get_model(request.param, input_shape=SMALL)
-    return graph, archlab.to_module(graph), torch.randn(BATCH, *SMALL)
+    shape = SEG.get(request.param, SMALL)
+    graph = archlab.get_model(request.param, input_shape=shape)
+    return graph, archlab.to_module(graph), torch.randn(BATCH, *shape)
 
 
 # -- (a) output sizes ---------------------------------------------------------------------
@@ -102,6 +136,58 @@ def test_peak_inference_memory_equals_the_measured_peak(compiled):
     report = activation_memory(graph, batch=BATCH)
     assert report.peak_bytes == measured_peak_bytes(module, x)
     assert report.live_bytes[report.peak_node] == report.peak_bytes == max(report.live_bytes.values())
+
+
+def test_live_bytes_at_every_node_equal_the_measured(compiled):
+    graph, module, x = compiled
+    assert dict(activation_memory(graph, batch=BATCH).live_bytes) == measured_live_bytes_per_node(graph, module, x)
+
+
+def _pool_conv_unpool():
+    """4x32x32 -> 2x2 max pool keeping indices -> 3x3 conv -> unpool with them."""
+    b = archlab.GraphBuilder("pool_conv_unpool")
+    pool = b.max_pool2d_with_indices(b.input((4, 32, 32)), 2, name="pool")
+    b.output(b.max_unpool2d(b.conv2d(pool, 4, 3, padding=1, name="conv"), pool, name="unpool"))
+    return b.build()
+
+
+def test_max_pool_indices_live_until_their_unpooling():
+    g = _pool_conv_unpool()
+    report = activation_memory(g, batch=2)
+    image, pooled, indices = 2 * 4 * 32 * 32 * 4, 2 * 4 * 16 * 16 * 4, 2 * 4 * 16 * 16 * 8  # fp32, int64
+    assert report.side_bytes["pool"] == indices and report.out_bytes["pool"] == pooled
+    assert report.live_bytes["pool"] == image + pooled + indices
+    # The conv frees the pooled values (the unpooling reads only the indices); the indices stay.
+    assert report.live_bytes["conv"] == pooled + indices + pooled
+    assert report.live_bytes["unpool"] == pooled + indices + image
+    assert report.peak_bytes == image + pooled + indices == measured_peak_bytes(archlab.to_module(g), torch.randn(2, 4, 32, 32))
+
+
+def test_a_size_reference_is_not_kept_alive():
+    """``upsample(x, like=image)`` reads only the image's size, when the module is
+    built: the image is freed after its last real reader, the conv."""
+    b = archlab.GraphBuilder("size_reference")
+    image = b.input((3, 32, 32))
+    x = b.conv2d(image, 8, 3, stride=2, padding=1, name="conv")
+    b.output(b.upsample(x, image, name="up"))
+    g = b.build()
+    report = activation_memory(g, batch=1)
+    assert report.live_bytes["up"] == 4 * (8 * 16 * 16 + 8 * 32 * 32)  # conv output + upsampled, no image
+    assert report.peak_bytes == measured_peak_bytes(archlab.to_module(g), torch.randn(1, 3, 32, 32))
+
+
+def test_fcn8s_peak_no_longer_holds_the_image_for_its_final_crop():
+    # Measured 70,291,456 bytes at batch 2 (see test_peak_inference_memory_equals_the_measured_peak);
+    # keeping the image alive until the final crop counted 98,304 bytes (2x3x64x64 fp32) more.
+    assert activation_memory(archlab.get_model("fcn8s", input_shape=(3, 64, 64)), batch=2).peak_bytes == 70_291_456
+
+
+def test_reading_a_side_output_that_does_not_exist_is_an_error(monkeypatch):
+    from archlab.ops import get_op
+
+    monkeypatch.setattr(type(get_op("max_pool2d_with_indices")), "memory", type(get_op("max_pool2d")).memory)
+    with pytest.raises(ArchlabError, match="max_unpool2d 'unpool': reads the 'indices' of input 'pool'"):
+        activation_memory(_pool_conv_unpool())
 
 
 def test_peak_holds_inputs_and_output_of_the_running_node():

@@ -108,7 +108,11 @@ def test_upsampling_halves_the_jump_and_grows_by_the_inputs_read(up, size):
     g = _decoder(up)
     rf = receptive_field(g, "up")
     assert rf.size == (size, size) and rf.jump == (1, 1) and rf.max_input is None and rf.aligned
-    assert not rf.exact and rf.slack == (2, 2) and "+-2" in str(rf)  # one input step (2 pixels) of phase
+    # Outputs 2q and 2q+1 read the same inputs: the regular grid runs through the middle,
+    # a quarter of an input step (2 pixels) from either, so output 0 is centred at -1/2
+    # and every edge lies within 1/2 pixel of the box.
+    assert rf.start == (Fraction(-1, 2),) * 2
+    assert not rf.exact and rf.slack == (Fraction(1, 2),) * 2 and "+-0.5" in str(rf)
     for i in range(14, 18):  # a full period of phases and then some
         r = measure_receptive_field(g, "up", input_size=(32, 32), unit=(i, i))
         assert r.ok and r.size[0] <= size, r.report()
@@ -122,7 +126,10 @@ def test_max_unpooling_spreads_each_pooled_value_over_its_window():
     b.output(y)
     g = b.build()
     rf = receptive_field(g, "unpool")
-    assert rf.size == (8, 8) and rf.jump == (1, 1) and rf.slack == (2, 2) and rf.max_input is None
+    # Pooling moves the centre half a pixel right, unpooling back: output o is centred on o,
+    # within a quarter of the pooled step (2 pixels) either side.
+    assert rf.size == (8, 8) and rf.jump == (1, 1) and rf.start == (0, 0) and rf.max_input is None
+    assert rf.slack == (Fraction(1, 2),) * 2
     r = measure_receptive_field(g, "unpool", input_size=(32, 32))
     assert r.ok and r.size == (8, 8), r.report()
 

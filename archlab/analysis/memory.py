@@ -21,11 +21,18 @@ Conventions (all sizes in bytes unless a name says ``elements``):
   15,237,608 values per image (the slide's "24M" is an acknowledged error,
   cs231n.github.io issue #88).
 * **Peak live memory** of an inference forward (eval, no grad): a node's output
-  is allocated when the node runs and freed after the last consumer of it, or
-  of any view of it, has run; graph outputs live to the end; the input is live
-  from the start until its last consumer. While a node runs, its inputs and its
-  output are live together. Kernel workspaces and the transient partial sums
-  of an add with 3+ inputs are not counted.
+  is allocated when the node runs and freed after the last node that reads its
+  values, or the values of a view of it, has run; graph outputs live to the
+  end; the input is live from the start until its last reader. What an op
+  reads of each input is its :meth:`~archlab.ops.base.Op.reads` declaration:
+  a size reference (``upsample(x, like)``, ``crop2d``'s second input) is read
+  at build time and keeps nothing alive; side outputs
+  (:attr:`MemoryRule.side_outputs`: a ``max_pool2d_with_indices``'s int64
+  indices) are allocated with the output and live until the last node that
+  reads them (its ``max_unpool2d``), which need not keep the pool's values.
+  While a node runs, the inputs it reads and its output are live together.
+  Kernel workspaces and the transient partial sums of an add with 3+ inputs
+  are not counted.
 * **Training memory**: the tensors autograd saves for backward in a training
   forward (deduplicated by storage: a tensor saved by several ops, or through a
   view, counts once; each is attributed to the node that produced it, extras
@@ -35,7 +42,7 @@ Conventions (all sizes in bytes unless a name says ``elements``):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
 
@@ -92,6 +99,9 @@ class MemoryReport:
         table_elements: sum of ``table_rows`` (15,237,608 for VGG16 at 224).
         peak_bytes: the maximum of ``live_bytes``.
         peak_node: the first node at which it occurs.
+        side_bytes: node -> bytes of its side outputs for the batch (max-pool
+            indices kept for unpooling; 0 for most nodes), counted in the live
+            set, not in the output totals.
     """
 
     batch: int
@@ -106,6 +116,7 @@ class MemoryReport:
     table_elements: int
     peak_bytes: int
     peak_node: str
+    side_bytes: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
 
 
 @dataclass(frozen=True)
@@ -188,11 +199,16 @@ def _bases(order: list[Node], rules: dict[str, MemoryRule], *, training: bool) -
     return base
 
 
+def _dtype_bytes(dtype: str, itemsize: int) -> int:
+    """Bytes per element of a tensor of ``dtype`` (``"activation"``: ``itemsize``)."""
+    return itemsize if dtype == "activation" else DTYPE_BYTES[dtype]
+
+
 def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32") -> MemoryReport:
     """Output sizes and peak live memory of an inference forward.
 
     Writes ``node.meta["memory"]`` = ``{"out_elements", "out_bytes",
-    "live_bytes", "alias_of"}`` for every node.
+    "side_bytes", "live_bytes", "alias_of"}`` for every node.
 
     Args:
         graph: a valid graph (shape inference runs if needed).
@@ -213,34 +229,53 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     base = _bases(order, rules, training=False)
     out_el = {n.name: numel(n.shape) for n in order}
     out_b = {n.name: (batch * itemsize * out_el[n.name] if base[n.name] == n.name else 0) for n in order}
+    side_b = {(n.name, x.name): batch * _dtype_bytes(x.dtype, itemsize) * x.elements
+              for n in order for x in rules[n.name].side_outputs}
 
-    # The step after which each storage is freed: the last consumer of any
-    # node that lives in it; graph outputs never.
+    # Storages: each allocating node's output (keyed by the node) and each side
+    # output (keyed by (node, name)). A storage is freed after the step of its
+    # last reader (:meth:`Op.reads`); graph outputs never; one nobody reads,
+    # at once.
     pos = {n.name: i for i, n in enumerate(order)}
-    last = {n.name: i for i, n in enumerate(order) if base[n.name] == n.name}
+    last: dict = {n.name: i for i, n in enumerate(order) if base[n.name] == n.name}
+    last.update({key: pos[key[0]] for key in side_b})
     for node in order:
-        for i in node.inputs:
-            last[base[i]] = max(last[base[i]], pos[node.name])
+        op = get_op(node.op)
+        for k, i in enumerate(node.inputs):
+            what = op.reads(k)
+            if what == "shape":
+                continue
+            key = base[i] if what == "value" else (i, what)
+            if key not in last:
+                raise ArchlabError(
+                    f"{node.op} '{node.name}': reads the {what!r} of input '{i}', but {graph[i].op} '{i}' has no "
+                    f"such side output (MemoryRule.side_outputs)"
+                )
+            last[key] = max(last[key], pos[node.name])
     for o in graph.outputs.values():
         last[base[o]] = len(order)
-    frees: dict[int, list[str]] = {}
-    for b, step in last.items():
-        frees.setdefault(step, []).append(b)
+    frees: dict[int, list] = {}
+    for key, step in last.items():
+        frees.setdefault(step, []).append(key)
+    nbytes = {**out_b, **side_b}
 
     live, live_at, peak, peak_node = 0, {}, -1, ""
     for step, node in enumerate(order):
-        live += out_b[node.name]
+        live += out_b[node.name] + sum(side_b[(node.name, x.name)] for x in rules[node.name].side_outputs)
         live_at[node.name] = live
         if live > peak:
             peak, peak_node = live, node.name
-        live -= sum(out_b[b] for b in frees.get(step, ()))
+        live -= sum(nbytes[key] for key in frees.get(step, ()))
 
     from archlab.analysis.layers import fold_layers
 
     rows = {group[0]: out_el[group[0]] for group in fold_layers(graph)}
+    per_node_side = {n.name: 0 for n in order}
+    for (name, _), b in side_b.items():
+        per_node_side[name] += b
     for node in order:
         node.meta["memory"] = {
-            "out_elements": out_el[node.name], "out_bytes": out_b[node.name],
+            "out_elements": out_el[node.name], "out_bytes": out_b[node.name], "side_bytes": per_node_side[node.name],
             "live_bytes": live_at[node.name], "alias_of": base[node.name],
         }
     total_el = sum(out_el[n] for n in out_el if base[n] == n)
@@ -248,7 +283,7 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
         batch=batch, dtype=dtype, out_elements=_frozen(out_el), out_bytes=_frozen(out_b),
         alias_of=_frozen(dict(base)), table_rows=_frozen(rows), live_bytes=_frozen(live_at),
         total_out_elements=total_el, total_out_bytes=batch * itemsize * total_el,
-        table_elements=sum(rows.values()), peak_bytes=peak, peak_node=peak_node,
+        table_elements=sum(rows.values()), peak_bytes=peak, peak_node=peak_node, side_bytes=_frozen(per_node_side),
     )
 
 
@@ -288,7 +323,9 @@ def training_memory(
         own_params = get_op(node.op).params(node, shapes)
         n_params += own_params
         buffers += r.buffer_bytes
-        grads_in = [requires_grad[i] for i in node.inputs]
+        op = get_op(node.op)
+        # Size references and indices carry no gradient.
+        grads_in = [requires_grad[i] and op.reads(k) == "value" for k, i in enumerate(node.inputs)]
         requires_grad[node.name] = own_params > 0 or any(grads_in)
         if not requires_grad[node.name]:
             continue  # no autograd node: nothing is saved
@@ -300,7 +337,7 @@ def training_memory(
             b = base[t]
             saved[("act", b)] = (b, batch * itemsize * numel(graph[b].shape), True)
         for k, x in enumerate(r.saved_extra):
-            size = {"activation": itemsize, "param": p_itemsize}.get(x.dtype) or DTYPE_BYTES[x.dtype]
+            size = p_itemsize if x.dtype == "param" else _dtype_bytes(x.dtype, itemsize)
             count = x.elements * (batch if x.per_sample else 1)
             saved[("extra", node.name, k)] = (node.name, size * count, x.dtype == "activation")
 

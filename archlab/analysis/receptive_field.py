@@ -27,14 +27,20 @@ is *aligned* when jumps and centres agree, and otherwise flagged (``aligned``
 False, ``misaligned_at`` names the merge). When jumps differ the field of the
 largest path is kept. A ``Cx1x1`` input broadcast by ``mul`` (a squeeze-and-
 excitation gate) is read by every output unit: the output covers what that input
-covers, usually the whole image (``is_global``). Inputs outside the op's
-``rf_inputs`` (the size reference of ``upsample``/``crop2d``, the indices of
-``max_unpool2d``) are not paths.
+covers, usually the whole image (``is_global``). Only inputs an op reads for
+their values (:meth:`~archlab.ops.base.Op.reads`) are paths: the size reference
+of ``upsample``/``crop2d`` and the indices ``max_unpool2d`` reads are not.
 
 Resampling (upsampling, transposed convolution, unpooling, adaptive pooling into
-uneven bins) has fractional strides or windows: the regular grid is then exact
-on average only, and ``slack`` bounds how far a unit's true field may be from
-its :meth:`RF.box` (``exact`` is False).
+uneven bins) has fractional strides: output ``o`` reads a step function of ``o``
+that a regular grid follows on average only. Its rule is the regular window
+closest to the true reads (:meth:`Window.fit`: a 2x nearest upsampling or 2x2
+unpooling puts output ``o``'s centre at ``(o - 1/2) / 2`` input steps, so that a
+symmetric net stays centred), and ``slack`` bounds how far a unit's true field
+edges may be from its :meth:`RF.box` (``exact`` is False): the windows' own
+slacks times the jump they act at, summed along the path (1/4 input step for
+each 2x upsampling). A resampling whose reads are regular (bed-of-nails
+unpooling, a stride-1 transposed conv) stays exact.
 """
 from __future__ import annotations
 
@@ -210,10 +216,13 @@ class _Local:
             size.append(_q(self.size[a] + (k - 1) * j))
             start.append(_q(self.start[a] + (_half(k - 1) - p) * j))
             jump.append(_q(j * s))
-            # A fractional window (resampling) is a regular grid only on average: a unit's
-            # true window may sit up to one input step (max(1, s) for irregular bins) away.
-            regular = type(k) is int and type(s) is int and type(p) is int
-            slack.append(self.slack[a] if regular else _q(self.slack[a] + j * max(1, s)))
+            # A resampling window is a regular grid only on average: a unit's true window
+            # lies within the rule's slack of it (input units); a rule that does not
+            # know its slack is taken as a whole input step off (max(1, s) for irregular bins).
+            e = w.slack
+            if e is None:
+                e = 0 if type(k) is int and type(s) is int and type(p) is int else max(1, s)
+            slack.append(_q(self.slack[a] + j * e) if e else self.slack[a])
         return _Local(tuple(size), tuple(jump), tuple(start), tuple(slack))  # type: ignore[arg-type]
 
 
@@ -312,12 +321,11 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
         shapes = [graph[i].shape for i in node.inputs]
         op = get_op(node.op)
         try:
-            rule = op.rf(node, shapes, node.shape)
+            rule = op.rf_in(graph, node, shapes, node.shape) if op.needs_graph else op.rf(node, shapes, node.shape)
         except NotImplementedError:
             raise ArchlabError(f"{node.op} '{node.name}': op {node.op} has no receptive-field rule (Op.rf)") from None
-        # Inputs that only give a size or positions (upsample's "like", crop's reference) are not paths.
-        data = getattr(op, "rf_inputs", None)
-        paths = [(i, s) for k, (i, s) in enumerate(zip(node.inputs, shapes)) if data is None or k in data]
+        # Inputs that only give a size or positions (upsample's "like", unpooling's indices) are not paths.
+        paths = [(i, s) for k, (i, s) in enumerate(zip(node.inputs, shapes)) if op.reads(k) == "value"]
         if rule == GLOBAL:
             rf = _make(node, None, True, tuple(sorted({m for i, _ in paths for m in fields[i].misaligned_at})),
                        None, input_size)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence, Union
 
 from archlab.errors import ArchlabError, AttrError, UnknownOpError, fmt_shape, node_error
 
@@ -61,12 +61,42 @@ class Window:
         stride: input units between neighbouring outputs; a ``Fraction`` below 1
             for upsampling / transposed convolution.
         padding: left padding in input units (the first window starts at
-            ``-padding``).
+            ``-padding``); ``(kernel - 1) / 2 - padding`` is the centre of output
+            0's window, in input units.
+        slack: how far (input units) the first and last input a unit truly reads
+            may lie from this regular window's edges; for resampling, the exact
+            figure from :meth:`fit`. ``None`` (the default): 0 for an integer
+            window; for a fractional one unknown, and the receptive-field pass
+            assumes a whole step (``max(1, stride)``).
     """
 
     kernel: int
     stride: Union[int, Fraction] = 1
     padding: Union[int, Fraction] = 0
+    slack: Union[int, Fraction, None] = None
+
+    @classmethod
+    def fit(cls, stride: Union[int, Fraction], reads: Iterable[tuple[int, int, int]]) -> Window:
+        """The regular window of ``stride`` that best describes a resampling op
+        whose output unit ``o`` reads input units ``first .. last``, given as
+        ``(o, first, last)`` triples (one period of outputs is enough for a
+        periodic pattern; outputs that read nothing are left out).
+
+        The kernel is the widest read; the centre of output 0's window is chosen
+        so that the largest distance between a true edge and the window's edge
+        is least, and that distance is the ``slack`` (0: the regular window is
+        exact). Example: nearest upsampling by 2 (``o`` reads ``o // 2``) gives
+        kernel 1, stride 1/2, output 0 centred at -1/4 and slack 1/4.
+        """
+        stride = Fraction(stride)
+        reads = list(reads)
+        kernel = max(last - first + 1 for _, first, last in reads)
+        half = Fraction(kernel - 1, 2)
+        # Offsets of each true edge from a window centred at o * stride (+ centre).
+        offs = [e for o, first, last in reads for e in (first + half - o * stride, last - half - o * stride)]
+        centre, slack = (min(offs) + max(offs)) / 2, (max(offs) - min(offs)) / 2
+        q = lambda x: x.numerator if x.denominator == 1 else x  # noqa: E731
+        return cls(kernel, q(stride), q(half - centre), q(slack))
 
 
 POINTWISE = (Window(1, 1, 0), Window(1, 1, 0))
@@ -100,6 +130,22 @@ class Saved:
 
 
 @dataclass(frozen=True)
+class SideOutput:
+    """A tensor a node produces besides its output (max-pool argmax indices),
+    consumed only by ops that name it in :attr:`Op.input_reads`.
+
+    Fields:
+        name: what consumers name it by (``indices``).
+        elements: element count per sample.
+        dtype: ``"activation"`` or a fixed ``"int64"`` / ``"bool"``.
+    """
+
+    name: str
+    elements: int
+    dtype: str = "activation"
+
+
+@dataclass(frozen=True)
 class MemoryRule:
     """How a node occupies memory in PyTorch, for the function its ``emit``
     calls, on CPU (checked with ``torch.autograd.graph.saved_tensors_hooks``).
@@ -117,6 +163,9 @@ class MemoryRule:
             input requires grad (``mul``: d(a*b)/da needs ``b``).
         saved_extra: tensors saved besides inputs and output.
         buffer_bytes: bytes of the node's buffers (running statistics, counters).
+        side_outputs: tensors the node allocates besides its output (a max pool's
+            argmax indices); at inference each stays live until the last node that
+            reads it (:attr:`Op.input_reads`) has run, and dies at once if none does.
         table_row: whether a per-layer table in the CS231n style lists the node:
             layers, pooling, merges and the input do; element-wise activations
             (folded into the layer before them, as in-place ReLU), views, no-ops
@@ -135,6 +184,7 @@ class MemoryRule:
     saved_extra: tuple[Saved, ...] = ()
     buffer_bytes: int = 0
     table_row: bool = True
+    side_outputs: tuple[SideOutput, ...] = ()
 
 
 def numel(shape: Shape) -> int:
@@ -244,11 +294,17 @@ class Op:
         attrs: the op's attributes, in the order the builder takes them
             positionally after the inputs.
         doc: one line for ``archlab ops``.
+        needs_graph: the shape and receptive-field rules read nodes other than
+            the inputs (``max_unpool2d`` reads its pool's input shape and
+            geometry): the passes call ``infer_shape_in(graph, node, shapes)`` and
+            :meth:`rf_in` instead of ``infer_shape`` and ``rf``.
+        input_reads: for inputs not read for their value at run time, what is
+            read instead (see :meth:`reads`); one declaration serves every pass.
     """
 
     name: ClassVar[OpName] = ""
-    needs_graph: ClassVar[bool] = False  # shape rule is infer_shape_in(graph, node, shapes)
-    rf_inputs: ClassVar[tuple[int, ...] | None] = None  # inputs whose values reach the output (None: all); the rf rule applies to these
+    needs_graph: ClassVar[bool] = False  # shape and rf rules are infer_shape_in(graph, ...) and rf_in(graph, ...)
+    input_reads: ClassVar[Mapping[int, str]] = {}  # input index -> what is read at run time, when not its value (see reads)
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
     attrs: ClassVar[tuple[Attr, ...]] = ()
     doc: ClassVar[str] = ""
@@ -286,6 +342,21 @@ class Op:
         return {a.name: a.canon(a.default) for a in self.attrs if not a.required}
 
     # -- rules ---------------------------------------------------------------
+    def reads(self, k: int) -> str:
+        """What the op reads of its input ``k`` when it runs (:attr:`input_reads`):
+
+        * ``"value"`` (the default): the tensor's values. These inputs, and only
+          these, are receptive-field paths, and stay live until the op has run.
+        * ``"shape"``: only its size, at build time (``upsample``'s and ``crop2d``'s
+          size reference): the compiled module does not take it, no field passes
+          through it, and it need not be live.
+        * the name of a side output of the input's node (``max_unpool2d`` reads
+          its pool's ``"indices"``, :attr:`MemoryRule.side_outputs`): that tensor
+          stays live until the op has run, the input's values need not; no field
+          passes through it (positions, not values).
+        """
+        return self.input_reads.get(k, "value")
+
     def infer_shape(self, node: Node, shapes: Sequence[Shape]) -> Shape:
         """Output shape of ``node`` given its input shapes. Raise a
         :class:`~archlab.errors.ShapeError` naming the node when they do not fit."""
@@ -307,9 +378,14 @@ class Op:
 
     def rf(self, node: Node, shapes: Sequence[Shape], out: Shape) -> RFRule:
         """Receptive-field rule: a :class:`Window` per spatial axis (H, W),
-        :data:`POINTWISE` or :data:`GLOBAL`. Applies to every input listed in
-        ``rf_inputs`` (all by default)."""
+        :data:`POINTWISE` or :data:`GLOBAL`. Applies to every input read for its
+        value (:meth:`reads`)."""
         raise NotImplementedError
+
+    def rf_in(self, graph, node: Node, shapes: Sequence[Shape], out: Shape) -> RFRule:
+        """The receptive-field rule of an op that ``needs_graph`` (called instead of
+        :meth:`rf`, with the graph, read-only); by default :meth:`rf`."""
+        return self.rf(node, shapes, out)
 
     def memory(self, node: Node, shapes: Sequence[Shape], out: Shape) -> MemoryRule:
         """Memory rule (:class:`MemoryRule`): aliasing, tensors saved for

@@ -2,12 +2,39 @@
 max-pool that records indices for it) and cropping."""
 from __future__ import annotations
 
+import math
 import operator
+import struct
+from dataclasses import replace
 from fractions import Fraction
+from math import gcd
 
 from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError
-from archlab.ops.base import Attr, MemoryRule, Op, Window, numel, register_op
+from archlab.ops.base import Attr, MemoryRule, Op, SideOutput, Window, get_op, numel, register_op
 from archlab.ops.pool import MaxPool2d
+
+
+def spread_window(kernel: int, stride: int, padding: int, dilation: int = 1) -> Window:
+    """Field rule of an op that spreads input unit ``i`` over the outputs
+    ``i*s - p + t*d`` (``t < k``): transposed convolution, and max unpooling
+    (the pool's windows, any of whose positions may hold the maximum).
+
+    Output ``o`` reads the inputs ``i`` with ``i*s = o + p - t*d``: the pattern
+    repeats every ``s`` outputs, so one period, fitted by :meth:`Window.fit`,
+    gives the exact rule. As for a padded conv, the field is unclipped: outputs
+    at the border count inputs beyond it. Examples: k2 s2 (U-Net's up-conv,
+    2x2 unpooling) reads ``o // 2``: kernel 1, centred 1/4 input step early,
+    slack 1/4; k4 s2 p1 reads 2 inputs, slack 1/4; k3 s2 alternately 2 and 1,
+    slack 1/2; k1 s2 (bed of nails) reads ``o / 2`` at even ``o`` and nothing at
+    odd ``o``: exact.
+    """
+    reads = []
+    for o in range(stride):
+        read = [(o + padding - t * dilation) // stride for t in range(kernel)
+                if (o + padding - t * dilation) % stride == 0]
+        if read:
+            reads.append((o, min(read), max(read)))
+    return Window.fit(Fraction(1, stride), reads)
 
 
 @register_op
@@ -60,16 +87,11 @@ class ConvTranspose2d(Op):
         return n + (numel(out) if convention == "full" and a["bias"] else 0)
 
     def rf(self, node, shapes, out):
-        """Output o reads inputs i with i*s in [o + p - d(k-1), o + p]: at most
-        ``d(k-1)//s + 1`` input units (the inputs used per output; e.g. 2 for k4 s2,
-        1 for k2 s2), centred on average at ``(o + p - d(k-1)/2) / s``; stride ``1/s``."""
+        """Output o reads inputs i with i*s in [o + p - d(k-1), o + p] (see
+        :func:`spread_window`): at most ``d(k-1)//s + 1`` of them (2 for k4 s2, 1
+        for k2 s2), stride ``1/s``."""
         a = node.attrs
-        wins = []
-        for i in (0, 1):
-            span, s, p = a["dilation"][i] * (a["kernel_size"][i] - 1), a["stride"][i], a["padding"][i]
-            k = span // s + 1
-            wins.append(Window(k, Fraction(1, s), Fraction(k - 1, 2) - Fraction(2 * p - span, 2 * s)))
-        return tuple(wins)
+        return tuple(spread_window(a["kernel_size"][i], a["stride"][i], a["padding"][i], a["dilation"][i]) for i in (0, 1))
 
     def memory(self, node, shapes, out):
         return MemoryRule(saved_inputs=(0,))
@@ -92,7 +114,7 @@ class Upsample(Op):
 
     name = "upsample"
     arity = (1, 2)
-    rf_inputs = (0,)  # a second input only gives the size
+    input_reads = {1: "shape"}  # a second input only gives the size
     doc = "nearest/bilinear resize by scale_factor, to size, or to a second input's size"
     attrs = (
         Attr("mode", "str", "nearest"),
@@ -125,20 +147,34 @@ class Upsample(Op):
         return numel(out) * (4 if node.attrs["mode"] == "bilinear" else 1)  # fvcore's rule
 
     def rf(self, node, shapes, out):
-        """Output o samples input coordinate (o + 1/2) H/H' - 1/2 (align_corners=False)
-        or o (H-1)/(H'-1) (True); nearest reads 1 unit, bilinear 2."""
+        """The inputs each output reads, as ATen computes them (``upsample_nearest2d``,
+        ``upsample_bilinear2d``), fitted by :meth:`Window.fit` over one period:
+
+        * nearest: output o reads input ``floor(o H / H')``, up to float32 rounding
+          (:func:`nearest_indices`): kernel 1, stride H/H' (a 2x upsampling reads
+          ``o // 2``: centred 1/4 input step early, slack 1/4);
+        * bilinear: o samples ``x = (o + 1/2) H/H' - 1/2`` (``align_corners=False``)
+          or ``o (H-1)/(H'-1)`` (True) and reads ``floor(x)`` and ``ceil(x)`` (1 unit
+          when x is whole). Unclipped, as a padded conv: ATen clamps x to 0 at the
+          first outputs, which read inputs before the first.
+        """
         a = node.attrs
         wins = []
         for i in (0, 1):
             h, ho = shapes[0][1 + i], out[1 + i]
-            if a["mode"] == "bilinear" and a["align_corners"]:
-                jump = Fraction(h - 1, ho - 1) if ho > 1 else Fraction(1)
-                wins.append(Window(2, jump, 0))
-            elif a["mode"] == "bilinear":
-                jump = Fraction(h, ho)
-                wins.append(Window(2, jump, Fraction(1, 2) - jump / 2 + Fraction(1, 2)))
+            if a["mode"] == "nearest":
+                stride = Fraction(h, ho)
+                reads = [(o, j, j) for o, j in enumerate(nearest_indices(h, ho))]
             else:
-                wins.append(Window(1, Fraction(h, ho), 0))
+                if a["align_corners"]:
+                    stride = Fraction(h - 1, ho - 1) if ho > 1 else Fraction(0)
+                    period = (ho - 1) // gcd(h - 1, ho - 1) if ho > 1 else 1
+                    xs = [Fraction(o * (h - 1), max(ho - 1, 1)) for o in range(period)]
+                else:
+                    stride, period = Fraction(h, ho), ho // gcd(h, ho)
+                    xs = [Fraction((2 * o + 1) * h - ho, 2 * ho) for o in range(period)]
+                reads = [(o, x.numerator // x.denominator, -(-x.numerator // x.denominator)) for o, x in enumerate(xs)]
+            wins.append(Window.fit(stride, reads))
         return tuple(wins)
 
     def memory(self, node, shapes, out):
@@ -155,13 +191,39 @@ class Upsample(Op):
         return ctx.call_function(F.interpolate, args[:1], kw)
 
 
+def _f32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def nearest_indices(size: int, out_size: int) -> list[int]:
+    """The input index each output of ``F.interpolate(mode="nearest", size=...)``
+    reads, as ATen computes it for float32 (``nearest_idx``): exact for equal
+    sizes and 2x, else ``floor(o * scale)`` in float32 with ``scale =
+    float(size) / out_size``, which is one below ``o * size // out_size`` where
+    that is whole and the scale rounds down (2 -> 82: output 41 reads 0, not 1).
+    float64 kernels round elsewhere, always inside the window fitted to these
+    (checked for every size up to 69 -> 299)."""
+    if out_size == size:
+        return list(range(out_size))
+    if out_size == 2 * size:
+        return [o >> 1 for o in range(out_size)]
+    scale = _f32(_f32(size) / out_size)
+    return [min(math.floor(_f32(o * scale)), size - 1) for o in range(out_size)]
+
+
 @register_op
 class MaxPool2dWithIndices(MaxPool2d):
     """Max pooling that also records where each maximum came from, for a later
-    ``max_unpool2d`` (SegNet). Consumers see the pooled values."""
+    ``max_unpool2d`` (SegNet). Consumers see the pooled values; the int64
+    indices are a side output (``"indices"``) that only unpooling reads."""
 
     name = "max_pool2d_with_indices"
     doc = "max pooling that keeps argmax indices for max_unpool2d (SegNet)"
+
+    def memory(self, node, shapes, out):
+        # Saved for backward as max_pool2d's; at inference the indices stay live until
+        # the unpooling that reads them.
+        return replace(super().memory(node, shapes, out), side_outputs=(SideOutput("indices", numel(out), dtype="int64"),))
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn.functional as F
@@ -170,8 +232,18 @@ class MaxPool2dWithIndices(MaxPool2d):
         kw = dict(kernel_size=a["kernel_size"], stride=a["stride"], padding=a["padding"],
                   dilation=a["dilation"], ceil_mode=a["ceil_mode"], return_indices=True)
         pair = ctx.call_function(F.max_pool2d, args, kw)
-        ctx.side[node.name] = ctx.call_function(operator.getitem, [pair, 1])
+        # Take the indices out only when an unpooling reads them: no dead fx node holds them.
+        if any("indices" in reads_of(ctx.graph[u], node.name) for u in ctx.graph.users(node.name)):
+            ctx.side[node.name] = ctx.call_function(operator.getitem, [pair, 1])
         return ctx.call_function(operator.getitem, [pair, 0])
+
+
+def reads_of(node, input_name: str) -> set[str]:
+    """What ``node`` reads of its input ``input_name`` (:meth:`Op.reads`), over
+    every position it takes it at (SegNet's deepest unpooling takes the pool as
+    both its values and its indices)."""
+    op = get_op(node.op)
+    return {op.reads(k) for k, i in enumerate(node.inputs) if i == input_name}
 
 
 @register_op
@@ -185,7 +257,7 @@ class MaxUnpool2d(Op):
     doc = "place values back at a max_pool2d_with_indices node's argmax positions (SegNet)"
 
     needs_graph = True
-    rf_inputs = (0,)  # the pool input supplies positions (indices), not values
+    input_reads = {1: "indices"}  # the pool's argmax positions, not its values
 
     def infer_shape_in(self, graph, node, shapes):
         x, pooled = shapes
@@ -201,10 +273,15 @@ class MaxUnpool2d(Op):
     def macs(self, node, shapes, out, convention):
         return 0 if convention != "full" else numel(shapes[0])
 
-    def rf(self, node, shapes, out):
-        """Each output unit receives at most one pooled value, from the window
-        that covers it: like nearest upsampling by the pool's stride."""
-        return tuple(Window(1, Fraction(shapes[0][1 + i], out[1 + i]), 0) for i in (0, 1))
+    def rf_in(self, graph, node, shapes, out):
+        """A pooled value goes back to its argmax, which may be any position of its
+        window: output o may read the pooled units whose windows cover it, the
+        geometry of a transposed conv with the pool's kernel, stride, padding and
+        dilation (:func:`spread_window`). For the usual 2x2/2 pool: unit ``o // 2``,
+        stride 1/2 whatever the sizes (ceil mode included), slack 1/4."""
+        a = graph[node.inputs[1]].attrs
+        return tuple(spread_window(a["kernel_size"][i], a["stride"][i], a["padding"][i], a["dilation"][i])
+                     for i in (0, 1))
 
     def memory(self, node, shapes, out):
         # MaxUnpool2DBackward0 saves the pool's own indices tensor, which the pool already
@@ -228,7 +305,7 @@ class Crop2d(Op):
 
     name = "crop2d"
     arity = (2, 2)
-    rf_inputs = (0,)  # the second input only gives the size
+    input_reads = {1: "shape"}  # the second input only gives the size
     doc = "crop to a second input's HxW, centred or at offset (U-Net/FCN skips)"
     attrs = (Attr("offset", "pair", None, nonnegative=True),)
 

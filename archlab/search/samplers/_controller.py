@@ -1,0 +1,254 @@
+"""The REINFORCE controller: an LSTM policy over named decisions, its Adam and its baseline.
+
+The policy follows Zoph & Le (ICLR 2017): one LSTM step per decision, one softmax
+per decision, and the sampled token's embedding fed to the next step. Decisions
+are identified by a *key* (parameter name plus a hash of its distribution), and
+every per-key tensor (token embeddings, a decision query vector, the softmax
+head) is created on first use from a generator seeded by ``(seed, tensor name)``.
+So two controllers built from the same seed agree on every tensor no matter in
+which order they discover the keys, and replaying the same update records on
+them gives bit-identical weights (on the same hardware). That is what lets the
+sampler keep the controller's state in the study as an update log plus
+occasional snapshots (see ``reinforce.py``).
+
+Adam is written out here, keyed by tensor name, because the set of tensors grows
+while the search runs; ``torch.optim.Adam`` keys its state by position, which
+would differ between workers that met the keys in different orders.
+"""
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DecisionKey = str
+# One step of a trajectory: (decision key, number of choices, chosen index).
+Decision = tuple[DecisionKey, int, int]
+
+_BETAS = (0.9, 0.999)  # Adam's defaults (Kingma & Ba); ENAS and Zoph & Le keep them
+_EPS = 1e-8
+_SHARED = ("lstm.w_ih", "lstm.w_hh", "lstm.b", "start")
+_PER_KEY = ("emb", "query", "head_w", "head_b")
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """Hyperparameters of :class:`~archlab.search.samplers.ReinforceSampler`.
+
+    The defaults follow the ENAS controller (Pham et al. 2018) where they apply and
+    are tuned for searches of a few hundred trials, one controller update per trial.
+    """
+
+    hidden_size: int = 64  # LSTM width; ENAS uses 64-100, 64 keeps a snapshot near 0.4 MB
+    lr: float = 1e-3  # Adam step; the top of ENAS's 3.5e-4..1e-3, as one trial gives one update
+    baseline_decay: float = 0.95  # reward EMA; ~20-trial memory tracks a search of 100s of trials
+    entropy_weight: float = 1e-4  # entropy bonus in the loss (ENAS), keeps the policy exploring
+    tanh_constant: float | None = 2.5  # logits = c*tanh(logits/T) (ENAS); caps max prob, None = off
+    temperature: float = 1.0  # softmax temperature applied before the tanh clipping
+    init_range: float = 0.1  # every weight starts uniform in [-r, r] (ENAS), so choices start even
+    failure_reward: float | None = None  # reward for FAIL/PRUNED trials; None skips their update
+    numeric: str = "discretize"  # int/float params: "discretize" into tokens or "fallback" random
+    numeric_bins: int = 10  # grid points for a float (or a wide int) that is discretized
+    max_int_choices: int = 32  # ints with at most this many values get one token per value
+    snapshot_every: int = 50  # updates between full-state snapshots written to the study
+    chunk_chars: int = 60_000  # chars per stored attr; TEXT since Optuna 2.6, MySQL caps at 64 KiB
+
+    def __post_init__(self) -> None:
+        if self.hidden_size < 1 or self.lr <= 0 or self.temperature <= 0:
+            raise ValueError("hidden_size, lr and temperature must be positive")
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.numeric not in ("discretize", "fallback"):
+            raise ValueError(f"numeric must be 'discretize' or 'fallback', got {self.numeric!r}")
+        if self.numeric_bins < 2 or self.snapshot_every < 1 or self.chunk_chars < 64:
+            raise ValueError("numeric_bins >= 2, snapshot_every >= 1 and chunk_chars >= 64")
+
+
+class Controller:
+    """The policy's weights, its Adam moments, the reward baseline and its position in the log.
+
+    Attributes:
+        config: The hyperparameters.
+        seed: Seeds every tensor's initial value; controllers sharing a study share it.
+        params: Tensor name -> weight (leaf tensors that require grad).
+        count: Number of updates applied (one per trial record).
+        upto: Trial-number watermark of the update log this state was built from;
+            written by the sampler, which owns the meaning (see ``reinforce.py``).
+        baseline: EMA of past rewards, ``None`` before the first update.
+    """
+
+    def __init__(self, config: ReinforceConfig, seed: int) -> None:
+        self.config = config
+        self.seed = int(seed)
+        self.params: dict[str, torch.Tensor] = {}
+        self.m: dict[str, torch.Tensor] = {}
+        self.v: dict[str, torch.Tensor] = {}
+        self.steps: dict[str, int] = {}
+        self.count = 0
+        self.upto = 0
+        self.baseline: float | None = None
+        h = config.hidden_size
+        for name, shape in zip(_SHARED, ((4 * h, h), (4 * h, h), (4 * h,), (h,))):
+            self.params[name] = self._initial(name, shape)
+
+    # ----------------------------------------------------------------- tensors
+    def _initial(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(zlib.crc32(f"{self.seed}:{name}".encode()))
+        r = self.config.init_range
+        t = torch.rand(shape, generator=gen, dtype=torch.float32) * (2 * r) - r
+        return t.requires_grad_(True)
+
+    def ensure(self, key: DecisionKey, n: int) -> None:
+        """Create the tensors of decision ``key`` with ``n`` choices if they are missing."""
+        if f"head_b.{key}" in self.params:
+            have = self.params[f"head_b.{key}"].shape[0]
+            if have != n:
+                raise ValueError(f"decision {key!r} has {have} choices, asked for {n}")
+            return
+        h = self.config.hidden_size
+        for part, shape in zip(_PER_KEY, ((n, h), (h,), (n, h), (n,))):
+            self.params[f"{part}.{key}"] = self._initial(f"{part}.{key}", shape)
+
+    def clone(self) -> Controller:
+        """A deep copy; updating it leaves ``self`` untouched."""
+        other = Controller.__new__(Controller)
+        other.config, other.seed = self.config, self.seed
+        other.params = {k: t.detach().clone().requires_grad_(True) for k, t in self.params.items()}
+        other.m = {k: t.clone() for k, t in self.m.items()}
+        other.v = {k: t.clone() for k, t in self.v.items()}
+        other.steps = dict(self.steps)
+        other.count, other.upto, other.baseline = self.count, self.upto, self.baseline
+        return other
+
+    # ------------------------------------------------------------------ policy
+    def begin(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The recurrent state ``(h, c, x)`` before the first decision of a trajectory."""
+        h = self.config.hidden_size
+        return torch.zeros(h), torch.zeros(h), self.params["start"]
+
+    def step(
+        self, state: tuple[torch.Tensor, torch.Tensor, torch.Tensor], key: DecisionKey, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One LSTM step for decision ``key``; returns ``(h, c, log_probs over n choices)``."""
+        self.ensure(key, n)
+        p = self.params
+        h, c, x = state
+        x = x + p[f"query.{key}"]  # tells the cell *which* decision it is making
+        gates = F.linear(x, p["lstm.w_ih"], p["lstm.b"]) + F.linear(h, p["lstm.w_hh"])
+        i, f, g, o = gates.chunk(4)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        logits = F.linear(h, p[f"head_w.{key}"], p[f"head_b.{key}"]) / self.config.temperature
+        if self.config.tanh_constant is not None:
+            logits = self.config.tanh_constant * torch.tanh(logits)
+        return h, c, F.log_softmax(logits, dim=-1)
+
+    def token(self, key: DecisionKey, index: int) -> torch.Tensor:
+        """The embedding of choice ``index`` of ``key``: the next step's input."""
+        return self.params[f"emb.{key}"][index]
+
+    def score(self, decisions: Sequence[Decision]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced ``(log-probability, summed entropy)`` of a whole trajectory."""
+        h, c, x = self.begin()
+        logp = torch.zeros(())
+        entropy = torch.zeros(())
+        for key, n, index in decisions:
+            h, c, logq = self.step((h, c, x), key, n)
+            logp = logp + logq[index]
+            entropy = entropy - (logq.exp() * logq).sum()
+            x = self.token(key, index)
+        return logp, entropy
+
+    # ------------------------------------------------------------------ update
+    def apply(self, decisions: Sequence[Decision], reward: float) -> None:
+        """One REINFORCE step on a trajectory with its reward; increments ``count``.
+
+        The advantage is ``reward - baseline`` with the baseline from *before* this
+        reward (the first reward initialises it, so the first update only carries
+        the entropy bonus); then the baseline moves towards the reward.
+        """
+        cfg = self.config
+        reward = float(reward)
+        if decisions:
+            baseline = reward if self.baseline is None else self.baseline
+            advantage = reward - baseline
+            logp, entropy = self.score(decisions)
+            loss = -advantage * logp - cfg.entropy_weight * entropy
+            names = list(_SHARED) + [f"{part}.{k}" for k in dict.fromkeys(d[0] for d in decisions)
+                                     for part in _PER_KEY]
+            grads = torch.autograd.grad(loss, [self.params[n] for n in names], allow_unused=True)
+            with torch.no_grad():
+                for name, grad in zip(names, grads):
+                    if grad is not None:
+                        self._adam(name, grad)
+        self.baseline = reward if self.baseline is None else (
+            cfg.baseline_decay * self.baseline + (1.0 - cfg.baseline_decay) * reward)
+        self.count += 1
+
+    def _adam(self, name: str, grad: torch.Tensor) -> None:
+        # In numpy, on views of the tensors: ATen hands element-wise sqrt/exp on
+        # tensors of this size (16k) to OpenMP, whose wake-ups cost milliseconds
+        # per op on a busy machine; numpy stays on the calling thread.
+        b1, b2 = _BETAS
+        m = self.m.setdefault(name, torch.zeros_like(grad)).numpy()
+        v = self.v.setdefault(name, torch.zeros_like(grad)).numpy()
+        g = grad.numpy()
+        t = self.steps.get(name, 0) + 1
+        self.steps[name] = t
+        m *= b1
+        m += (1 - b1) * g
+        v *= b2
+        v += (1 - b2) * g * g
+        step = (self.config.lr / (1 - b1**t)) * m / (np.sqrt(v / (1 - b2**t)) + _EPS)
+        self.params[name].detach().numpy()[...] -= step.astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------ persistence
+    def to_bytes(self) -> bytes:
+        """Serialize the state (``torch.save``); tensors never updated are left out.
+
+        An untouched tensor equals its seeded initial value, so leaving it out
+        loses nothing and makes the bytes independent of which keys a worker met.
+        """
+        touched = sorted(self.steps)
+        blob = {
+            "format": 1, "seed": self.seed, "count": self.count, "upto": self.upto,
+            "baseline": self.baseline, "hidden": self.config.hidden_size,
+            "params": {k: self.params[k].detach() for k in touched},
+            "m": {k: self.m[k] for k in touched}, "v": {k: self.v[k] for k in touched},
+            "steps": {k: self.steps[k] for k in touched},
+        }
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, config: ReinforceConfig) -> Controller:
+        """Inverse of :meth:`to_bytes`.
+
+        Raises:
+            ValueError: The bytes are from another format or another hidden size.
+        """
+        blob = torch.load(io.BytesIO(data), weights_only=True)
+        if blob.get("format") != 1 or blob.get("hidden") != config.hidden_size:
+            raise ValueError("snapshot has another format or hidden size")
+        ctl = cls(config, blob["seed"])
+        params = blob["params"]
+        for name, value in params.items():
+            part, _, key = name.partition(".")
+            if part in _PER_KEY:
+                # every decision in a trajectory updates its head, so head_b is always there
+                if f"head_b.{key}" not in params:
+                    raise ValueError(f"snapshot lacks the head of decision {key!r}")
+                ctl.ensure(key, params[f"head_b.{key}"].shape[0])
+            ctl.params[name] = value.clone().requires_grad_(True)
+        ctl.m = {k: t.clone() for k, t in blob["m"].items()}
+        ctl.v = {k: t.clone() for k, t in blob["v"].items()}
+        ctl.steps = {k: int(s) for k, s in blob["steps"].items()}
+        ctl.count, ctl.upto, ctl.baseline = int(blob["count"]), int(blob["upto"]), blob["baseline"]
+        return ctl
+

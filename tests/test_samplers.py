@@ -1,0 +1,325 @@
+"""The search samplers: REINFORCE controller, regularized evolution and ``make_sampler``.
+
+The toy space has 8 decisions of 5 choices; the reward counts the decisions equal
+to a hidden target (plus Gaussian noise), so the optimum is known and random
+search finds it with probability 5**-8 per trial.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from archlab.errors import ArchlabError
+from archlab.search import RegularizedEvolutionSampler, ReinforceSampler, make_sampler
+from archlab.search.samplers import _store
+from archlab.search.samplers.evolution import LINEAGE_KEY
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+DECISIONS, CHOICES = 8, 5
+
+
+def _target(seed: int) -> list[int]:
+    return [int(x) for x in np.random.default_rng(seed).integers(0, CHOICES, DECISIONS)]
+
+
+def _toy(target: list[int], *, noise: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed + 1000)
+
+    def objective(trial: optuna.Trial) -> float:
+        choices = list(range(CHOICES))
+        picks = [trial.suggest_categorical(f"op{i}", choices) for i in range(DECISIONS)]
+        return _matches(picks, target) + float(rng.normal(0.0, noise))
+
+    return objective
+
+
+def _matches(picks, target) -> int:
+    return sum(int(a == b) for a, b in zip(picks, target))
+
+
+def _true_scores(study: optuna.Study, target: list[int]) -> list[int]:
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    return [_matches([t.params[f"op{i}"] for i in range(DECISIONS)], target) for t in done]
+
+
+def _toy_dists() -> dict:
+    return {f"op{i}": optuna.distributions.CategoricalDistribution(list(range(CHOICES)))
+            for i in range(DECISIONS)}
+
+
+def _sqlite(tmp_path, name: str = "s.db") -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}")
+
+
+def _heads(sampler: ReinforceSampler) -> set[str]:
+    """Parameter names the controller has a softmax head for."""
+    return {k.split(".", 1)[1].split("#")[0] for k in sampler.parameters()
+            if k.startswith("head_b.")}
+
+
+def _same_parameters(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- search quality
+@pytest.fixture(scope="module")
+def toy_results():
+    """Best and late-trial true scores of each sampler: 4 seeds x 120 trials."""
+    out = {}
+    for name in ("random", "evolution", "reinforce"):
+        best, late = [], []
+        for seed in range(4):
+            target = _target(seed)
+            study = optuna.create_study(direction="maximize", sampler=make_sampler(name, seed=seed))
+            study.optimize(_toy(target, seed=seed), n_trials=120)
+            scores = _true_scores(study, target)
+            best.append(max(scores))
+            late.append(float(np.mean(scores[-30:])))
+        out[name] = (float(np.mean(best)), float(np.mean(late)))
+    return out
+
+
+@pytest.mark.parametrize("name", ["reinforce", "evolution"])
+def test_learning_samplers_find_better_architectures_than_random(toy_results, name):
+    best, late = toy_results[name]
+    random_best, random_late = toy_results["random"]
+    print(f"\n{name}: best {best:.2f} (random {random_best:.2f}), "
+          f"last-30 mean {late:.2f} (random {random_late:.2f})")
+    assert best >= random_best + 1.0
+    assert late >= random_late + 2.0  # random's expectation is 8/5 = 1.6
+
+
+def test_controller_probability_of_the_optimum_rises():
+    target = _target(7)
+    study = optuna.create_study(direction="maximize")
+    sampler = ReinforceSampler(seed=7)
+    sampler.sync(study)
+    optimum = {f"op{i}": v for i, v in enumerate(target)}
+    before = sampler.log_prob(optimum, _toy_dists())
+    assert before == pytest.approx(DECISIONS * math.log(1 / CHOICES), abs=0.5)  # near uniform
+    study.sampler = sampler
+    study.optimize(_toy(target, seed=7), n_trials=120)
+    after = sampler.log_prob(optimum, _toy_dists())
+    assert sampler.update_count == 120
+    assert after > before + 4.0
+
+
+# ------------------------------------------------------------------ define-by-run
+def _conditional(trial: optuna.Trial) -> float:
+    block = trial.suggest_categorical("block", ["plain", "residual", "bottleneck"])
+    if block == "plain":
+        depth = trial.suggest_int("depth", 1, 4)
+        score = depth
+    elif block == "residual":
+        width = trial.suggest_categorical("width", [16, 32, 64])
+        score = width / 16 + trial.suggest_float("drop", 0.0, 0.5)
+    else:
+        expand = trial.suggest_categorical("expand", [2, 4, 6])
+        score = expand + trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    return float(score)
+
+
+def test_a_define_by_run_conditional_space_grows_the_controller():
+    sampler = ReinforceSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_conditional, n_trials=40)
+    seen = {name for t in study.trials for name in t.params}
+    assert seen == {"block", "depth", "width", "drop", "expand", "lr"}
+    assert _heads(sampler) == seen
+    assert sampler.update_count == 40
+    for t in study.trials:  # discretised numbers are values of their distributions
+        for name, value in t.params.items():
+            dist = t.distributions[name]
+            assert dist._contains(dist.to_internal_repr(value))
+
+
+def test_numeric_fallback_delegates_ints_and_floats_to_random_sampling():
+    sampler = ReinforceSampler(seed=0, numeric="fallback")
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_conditional, n_trials=15)
+    assert _heads(sampler) <= {"block", "width", "expand"}
+
+
+# ---------------------------------------------------------- storage and restarts
+def test_a_resumed_study_continues_from_the_saved_controller(tmp_path):
+    storage = _sqlite(tmp_path)
+    target = _target(3)
+    # small chunks and frequent snapshots exercise CmaEsSampler-sized attrs
+    first = ReinforceSampler(seed=3, snapshot_every=5, chunk_chars=2045)
+    study = optuna.create_study(study_name="resume", storage=storage, direction="maximize",
+                                sampler=first)
+    study.optimize(_toy(target, seed=3), n_trials=12)
+    saved = first.parameters()
+    attrs = storage.get_study_system_attrs(study._study_id)
+    metas = [m for m, _ in _store.read_snapshots(attrs, seed=3)]
+    assert max(m["count"] for m in metas) == 10 and max(m["chunks"] for m in metas) > 100
+
+    second = ReinforceSampler(seed=4, snapshot_every=5, chunk_chars=2045)  # a new process
+    resumed = optuna.load_study(study_name="resume", storage=_sqlite(tmp_path), sampler=second)
+    second.sync(resumed)
+    assert second.update_count == 12
+    assert _same_parameters(second.parameters(), saved)
+    resumed.optimize(_toy(target, seed=3), n_trials=8)
+    assert second.update_count == 20 and len(resumed.trials) == 20
+
+
+def test_a_torn_snapshot_is_ignored_and_the_log_replayed(tmp_path):
+    storage = _sqlite(tmp_path)
+    first = ReinforceSampler(seed=5, snapshot_every=4)
+    study = optuna.create_study(study_name="torn", storage=storage, direction="maximize",
+                                sampler=first)
+    study.optimize(_toy(_target(5)), n_trials=9)
+    for slot in (0, 1):
+        storage.set_study_system_attr(study._study_id, f"{_store.SNAPSHOT_KEY}:{slot}:0", "garbage")
+    second = ReinforceSampler(seed=6, snapshot_every=4)
+    second.sync(optuna.load_study(study_name="torn", storage=storage))
+    assert second.update_count == 9
+    assert _same_parameters(second.parameters(), first.parameters())
+
+
+def test_workers_sharing_a_study_share_one_controller(tmp_path):
+    storage = _sqlite(tmp_path)
+    target = _target(2)
+    a, b = ReinforceSampler(seed=10), ReinforceSampler(seed=11)
+    study_a = optuna.create_study(study_name="w", storage=storage, direction="maximize", sampler=a)
+    study_b = optuna.load_study(study_name="w", storage=_sqlite(tmp_path), sampler=b)
+    for _ in range(5):  # two processes taking turns
+        study_a.optimize(_toy(target), n_trials=2)
+        study_b.optimize(_toy(target), n_trials=1)
+    a.sync(study_a)
+    b.sync(study_b)
+    assert a.update_count == b.update_count == 15
+    assert _same_parameters(a.parameters(), b.parameters())
+
+
+def test_failed_and_pruned_trials_skip_the_update_unless_given_a_reward():
+    def flaky(trial: optuna.Trial) -> float:
+        value = _toy(_target(0))(trial)
+        if trial.number % 5 == 1:
+            raise RuntimeError("training diverged")
+        if trial.number % 5 == 2:
+            raise optuna.TrialPruned()
+        return float("nan") if trial.number % 5 == 3 else value
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # 15 expected "Trial failed" lines
+    try:
+        for failure_reward, expected in ((None, 10), (-1.0, 25)):
+            sampler = ReinforceSampler(seed=0, failure_reward=failure_reward)
+            study = optuna.create_study(direction="maximize", sampler=sampler)
+            study.optimize(flaky, n_trials=25, catch=(RuntimeError,))
+            assert sampler.update_count == expected
+            assert sum(t.state.name == "COMPLETE" for t in study.trials) == 10
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_enqueued_parameters_are_teacher_forced_into_the_update():
+    target = _target(0)
+    sampler = ReinforceSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial({f"op{i}": v for i, v in enumerate(target)})
+    study.enqueue_trial({"op0": target[0], "op1": target[1]})  # the rest sampled
+    study.optimize(_toy(target), n_trials=3)
+    records = [t.system_attrs[_store.RECORD_KEY] for t in study.trials]
+    assert [index for _, _, index in records[0]["d"]] == target
+    assert [len(r["d"]) for r in records] == [DECISIONS] * 3
+    assert sampler.update_count == 3
+
+
+def test_n_jobs_two_threads_share_the_sampler():
+    sampler = ReinforceSampler(seed=1)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    lock, counts = threading.Lock(), []
+
+    def watch(study, trial):
+        with lock:
+            counts.append(sampler.update_count)
+
+    study.optimize(_toy(_target(1)), n_trials=24, n_jobs=2, callbacks=[watch])
+    sampler.sync(study)
+    assert len(study.trials) == 24 and sampler.update_count == 24
+    assert counts == sorted(counts)  # the update count never goes back
+    replayed = ReinforceSampler(seed=99)  # same log, replayed in trial-number order
+    replayed.sync(study)
+    assert _same_parameters(replayed.parameters(), sampler.parameters())
+
+
+def test_multi_objective_studies_are_rejected_clearly():
+    for sampler in (ReinforceSampler(seed=0), RegularizedEvolutionSampler(seed=0)):
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        with pytest.raises(ArchlabError, match="nsga2"):
+            study.optimize(lambda t: (t.suggest_int("x", 0, 3), 1.0), n_trials=1)
+
+
+def test_reinforce_overhead_per_trial_on_sqlite(tmp_path):
+    def timed(sampler, name):
+        study = optuna.create_study(study_name=name, storage=_sqlite(tmp_path, f"{name}.db"),
+                                    direction="maximize", sampler=sampler)
+        study.optimize(_toy(_target(0)), n_trials=5)  # warm up: tables, first snapshot read
+        start = time.perf_counter()
+        study.optimize(_toy(_target(0)), n_trials=30)
+        return (time.perf_counter() - start) / 30 * 1e3
+
+    random_ms = timed(optuna.samplers.RandomSampler(seed=0), "random")
+    reinforce_ms = timed(ReinforceSampler(seed=0), "reinforce")
+    print(f"\nper trial on SQLite: random {random_ms:.1f} ms, reinforce {reinforce_ms:.1f} ms "
+          f"(controller overhead {reinforce_ms - random_ms:.1f} ms)")
+    assert reinforce_ms < random_ms + 500  # loose: shared CI machines are noisy
+
+
+# ------------------------------------------------------------- regularized evolution
+def test_evolution_samples_randomly_until_the_population_is_full_then_mutates_one_decision():
+    sampler = RegularizedEvolutionSampler(population_size=10, sample_size=3, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_toy(_target(0)), n_trials=40)
+    trials = study.trials
+    assert all(LINEAGE_KEY not in t.system_attrs for t in trials[:10])
+    for child in trials[10:]:
+        lineage = child.system_attrs[LINEAGE_KEY]
+        parent = trials[lineage["parent"]]
+        assert parent.number >= child.number - 10  # among the last P completed
+        changed = [k for k in child.params if child.params[k] != parent.params[k]]
+        assert changed == [lineage["mutated"]]
+
+
+def test_evolution_is_stateless_across_sampler_instances(tmp_path):
+    storage = _sqlite(tmp_path)
+    study = optuna.create_study(study_name="evo", storage=storage, direction="maximize",
+                                sampler=RegularizedEvolutionSampler(seed=0))
+    study.optimize(_toy(_target(0)), n_trials=10)
+    resumed = optuna.load_study(study_name="evo", storage=storage,
+                                sampler=RegularizedEvolutionSampler(seed=1))
+    resumed.optimize(_toy(_target(0)), n_trials=1)
+    assert resumed.trials[-1].system_attrs[LINEAGE_KEY]["parent"] < 10
+
+
+# ------------------------------------------------------------------- make_sampler
+@pytest.mark.parametrize("name,cls", [
+    ("random", optuna.samplers.RandomSampler), ("tpe", optuna.samplers.TPESampler),
+    ("nsga2", optuna.samplers.NSGAIISampler), ("evolution", RegularizedEvolutionSampler),
+    ("reinforce", ReinforceSampler),
+])
+def test_make_sampler_builds_each_named_sampler(name, cls):
+    assert isinstance(make_sampler(name, seed=0), cls)
+
+
+def test_make_sampler_passes_options():
+    assert make_sampler("reinforce", seed=0, hidden_size=100).config.hidden_size == 100
+    assert make_sampler("evolution", population_size=20)._p == 20
+
+
+def test_an_unknown_sampler_name_suggests_the_closest():
+    with pytest.raises(ArchlabError, match="unknown sampler 'reinfroce'; did you mean 'reinforce'"):
+        make_sampler("reinfroce")
+
+
+def test_an_unknown_option_names_the_accepted_ones():
+    with pytest.raises(ArchlabError, match="takes no option 'hiden_size'.*hidden_size"):
+        make_sampler("reinforce", hiden_size=10)
