@@ -44,7 +44,7 @@ class ReinforceConfig:
     are tuned for searches of a few hundred trials, one controller update per trial.
     """
 
-    hidden_size: int = 64  # LSTM width; ENAS uses 64-100, 64 keeps a snapshot near 0.4 MB
+    hidden_size: int = 64  # LSTM width; ENAS uses 64-100; 64 keeps a snapshot near 0.5 MB
     lr: float = 1e-3  # Adam step; the top of ENAS's 3.5e-4..1e-3, as one trial gives one update
     baseline_decay: float = 0.95  # reward EMA; ~20-trial memory tracks a search of 100s of trials
     entropy_weight: float = 1e-4  # entropy bonus in the loss (ENAS), keeps the policy exploring
