@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     from archlab.cli import erf_cmd
 
     erf_cmd.add_parser(sub)
+    from archlab.cli import search_cmd
+
+    search_cmd.add_parser(sub)
 
     s = sub.add_parser("ops", help="list the registered ops")
     s.set_defaults(func=commands.cmd_ops)

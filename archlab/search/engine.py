@@ -1,0 +1,381 @@
+"""The search loop: sample a graph, check limits, evaluate, record, repeat.
+
+One worker runs :func:`run_search`; any number of workers (processes or
+machines) running it with the same storage and study name share one study.
+Each trial:
+
+1. the sampler proposes decisions as the space asks for them (define-by-run);
+2. the analyzers measure the graph; a graph over a limit (or one the builder
+   rejects with an :class:`~archlab.errors.ArchlabError`) is PRUNED with the
+   reason in the user attr ``pruned_reason``, without evaluation;
+3. the space's evaluator returns the reward; the trial is told its values.
+
+Trial user attrs (``study.trials_dataframe()`` columns ``user_attrs_<key>``):
+``arch`` (description-file text, split over ``arch``, ``arch_1``, ... when longer
+than :data:`ARCH_CHUNK`; join with :func:`arch_text`), ``params``, ``macs``
+(torchvision convention, batch 1), ``memory`` (peak activation bytes, batch 1,
+fp32), ``rf`` (output receptive field), ``reward``, ``eval_s`` (evaluation wall
+time), ``overhead_s`` (the engine's own time before the final ``tell``: sampling,
+analysis, storage writes), ``worker`` (host:pid) and ``pruned_reason``.
+
+Exactly ``n_trials`` finished trials (COMPLETE or PRUNED) end up in the study,
+however many workers share it and however often it is resumed: a worker asks
+for a trial only while fewer than ``n_trials`` are finished, running or
+waiting, and gives back (as FAIL, user attr ``surplus``) a trial that lost that
+race to a lower-numbered one. With heartbeats a worker whose study is short only
+because of running trials waits for them, so a dead worker's trial is failed
+after the grace period and its retry is run.
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archlab.errors import ArchlabError
+from archlab.graph import Graph
+from archlab.search.constraints import Constraints, Metrics, measure
+from archlab.search.storage import Heartbeat, heartbeat_enabled, open_storage
+
+ARCH_CHUNK = 60_000
+"""Characters per ``arch`` attr (MySQL's TEXT holds 65,535 bytes; SQLite/PostgreSQL have no limit)."""
+
+OBJECTIVES = {"reward": "maximize", "params": "minimize", "macs": "minimize", "memory": "minimize"}
+"""Values a trial can report, with their direction."""
+
+MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random")
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+@dataclass
+class SearchConfig:
+    """One worker's search (the ``archlab search`` options).
+
+    Fields:
+        space: registered space name or path of a ``.py`` space file.
+        sampler: random | tpe | nsga2 | evolution | reinforce.
+        n_trials: finished (COMPLETE + PRUNED) trials the study must hold at the end.
+        timeout: seconds after which this worker starts no new trial.
+        storage: storage URL (see :mod:`archlab.search.storage`), a storage object, or None (SQLite default).
+        study: study name; default ``<space>-<sampler>``. An existing study is resumed.
+        seed: sampler seed (give each worker its own).
+        constraints: analytic limits checked before evaluation.
+        objectives: names from :data:`OBJECTIVES`; two or more make a multi-objective study.
+        heartbeat_interval: seconds between heartbeats (RDB storages); None: off.
+        grace_period: seconds without heartbeat before a running trial is stale.
+        max_retry: re-runs of a stale trial.
+        sampler_options: extra constructor options for the sampler.
+        evaluator_options: options for the space's evaluator factory.
+    """
+
+    space: str
+    sampler: str = "tpe"
+    n_trials: int = 100
+    timeout: Optional[float] = None
+    storage: Any = None
+    study: Optional[str] = None
+    seed: Optional[int] = None
+    constraints: Constraints = field(default_factory=Constraints)
+    objectives: Sequence[str] = ("reward",)
+    heartbeat_interval: Optional[int] = 10
+    grace_period: Optional[int] = None
+    max_retry: Optional[int] = 3
+    sampler_options: dict = field(default_factory=dict)
+    evaluator_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Progress:
+    """What a progress callback sees after each trial of this worker."""
+
+    finished: int  # COMPLETE + PRUNED trials in the study
+    total: int  # n_trials
+    best: Optional[float]  # best reward so far in the study
+    rate: float  # this worker's trials per second
+    last: FrozenTrial  # the trial just finished
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    ran: int  # trials this worker ran to COMPLETE or PRUNED
+    overhead_s: list[float]  # per trial of this worker: engine time excluding evaluation (incl. final tell)
+
+
+def arch_text(trial: FrozenTrial) -> str:
+    """The description-file text a trial recorded (its ``arch`` chunks joined)."""
+    attrs = trial.user_attrs
+    if "arch" not in attrs:
+        raise ArchlabError(f"trial {trial.number} recorded no architecture (state {trial.state.name})")
+    parts, k = [attrs["arch"]], 1
+    while f"arch_{k}" in attrs:
+        parts.append(attrs[f"arch_{k}"])
+        k += 1
+    return "".join(parts)
+
+
+def _check_objectives(objectives: Sequence[str], sampler: str) -> tuple[str, ...]:
+    objs = tuple(o.strip().lower() for o in objectives if o.strip())
+    bad = [o for o in objs if o not in OBJECTIVES]
+    if bad or not objs:
+        raise ArchlabError(f"unknown objective(s) {', '.join(bad) or '(none)'}; choose from {', '.join(OBJECTIVES)}")
+    if len(set(objs)) != len(objs):
+        raise ArchlabError(f"objective listed twice in {','.join(objs)}")
+    if "reward" not in objs:
+        raise ArchlabError("--objectives must include reward (e.g. reward,macs)")
+    key = sampler.strip().lower()
+    if key in ("nsga2", "nsgaii") and len(objs) < 2:
+        raise ArchlabError("the nsga2 sampler needs two or more objectives, e.g. --objectives reward,macs")
+    if len(objs) > 1 and key not in MULTI_OBJECTIVE_SAMPLERS + ("nsgaii",):
+        raise ArchlabError(f"the {sampler} sampler optimizes one objective; for {','.join(objs)} "
+                           f"use {' or '.join(MULTI_OBJECTIVE_SAMPLERS)}")
+    return objs
+
+
+def _preflight(space) -> None:
+    """Run the space once on a throw-away in-memory trial, so a space that raises
+    or returns a non-graph is reported before the study is touched."""
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    try:
+        space(probe.ask())
+    except ArchlabError as e:
+        if "returned a" in str(e):
+            raise
+    except Exception as e:
+        raise ArchlabError(f"search space '{space.name}' raised {type(e).__name__}: {e}") from None
+
+
+class Worker:
+    """One worker of a study: owns the study handle, the space and the evaluator.
+
+    Build it with :meth:`open` (which validates everything before writing), then
+    call :meth:`run`.
+    """
+
+    def __init__(self, config: SearchConfig, study: optuna.Study, space, evaluator, objectives) -> None:
+        self.config, self.study, self.space, self.evaluator = config, study, space, evaluator
+        self.objectives = objectives
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._cache: dict[tuple, tuple[Metrics, str]] = {}
+
+    @classmethod
+    def open(cls, config: SearchConfig) -> "Worker":
+        """Validate the configuration, then open (create or resume) the study.
+
+        Raises:
+            ArchlabError: unknown space or sampler, a space that fails its dry
+                run, conflicting options, an unreachable storage, or an existing
+                study made for another space or other objectives. Nothing is
+                written to the storage in any of these cases.
+        """
+        from archlab.search.samplers import make_sampler
+        from search_spaces import get_space
+
+        if config.n_trials <= 0:
+            raise ArchlabError(f"--n-trials must be positive, got {config.n_trials}")
+        if config.timeout is not None and config.timeout <= 0:
+            raise ArchlabError(f"--timeout must be positive, got {config.timeout}")
+        objectives = _check_objectives(config.objectives, config.sampler)
+        space = get_space(config.space)
+        _preflight(space)
+        sampler = make_sampler(config.sampler, seed=config.seed, **config.sampler_options)
+        if space.evaluator is None:
+            raise ArchlabError(f"search space '{space.name}' has no evaluator (its candidates need training "
+                               "for a reward); use a space with a tabular evaluator such as nasbench201")
+        try:
+            evaluator = space.evaluator(**config.evaluator_options)
+        except ArchlabError:
+            raise
+        except Exception as e:
+            raise ArchlabError(f"the evaluator of search space '{space.name}' failed to start: "
+                               f"{type(e).__name__}: {e}") from None
+        storage = config.storage
+        if storage is None or isinstance(storage, str):
+            storage = open_storage(storage, heartbeat_interval=config.heartbeat_interval,
+                                   grace_period=config.grace_period, max_retry=config.max_retry)
+        name = config.study or f"{os.path.splitext(os.path.basename(config.space))[0]}-{sampler_key(config.sampler)}"
+        directions = [OBJECTIVES[o] for o in objectives]
+        if name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            _check_resume(study, space.name, objectives)
+        else:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                        directions=directions, load_if_exists=True)
+            study.set_user_attr("space", space.name)
+            study.set_user_attr("objectives", list(objectives))
+            study.set_user_attr("sampler", sampler_key(config.sampler))
+        return cls(config, study, space, evaluator, objectives)
+
+    # ------------------------------------------------------------------ loop
+    def _counts(self) -> tuple[int, int, int]:
+        """(finished, live, waiting) trials of the study (live: finished, running or waiting)."""
+        trials = self.study.get_trials(deepcopy=False, states=_LIVE)
+        finished = sum(t.state in FINISHED for t in trials)
+        waiting = sum(t.state == TrialState.WAITING for t in trials)
+        return finished, len(trials), waiting
+
+    def run(self, progress: Callable[[Progress], None] | None = None) -> SearchResult:
+        """Run trials until the study holds ``n_trials`` finished ones or the timeout passes."""
+        cfg, study = self.config, self.study
+        start, ran, overheads = time.perf_counter(), 0, []
+        beats = heartbeat_enabled(study._storage)
+        while cfg.timeout is None or time.perf_counter() - start < cfg.timeout:
+            if beats:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
+            finished, live, waiting = self._counts()
+            if finished >= cfg.n_trials:
+                break
+            if live >= cfg.n_trials and not waiting:  # a waiting trial (a retry) is ours to run
+                if not beats:
+                    break  # the running trials' workers finish the study
+                time.sleep(0.5)  # a running trial may be stale: wait for it to finish or fail
+                continue
+            frozen, overhead = self._one_trial()
+            if frozen is None:
+                continue
+            ran += 1
+            overheads.append(overhead)
+            if progress is not None:
+                progress(Progress(self._counts()[0], cfg.n_trials, best_reward(study), ran / (time.perf_counter() - start), frozen))
+        return SearchResult(study, ran, overheads)
+
+    def _one_trial(self) -> tuple[FrozenTrial | None, float]:
+        study, cfg = self.study, self.config
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats are "supposed to be used with Study.optimize":
+            # this loop stamps them itself (storage.Heartbeat).
+            warnings.simplefilter("ignore", UserWarning)
+            trial = study.ask()
+        below = [t for t in study.get_trials(deepcopy=False, states=_LIVE) if t.number < trial.number]
+        if len(below) >= cfg.n_trials:  # lost the race for the last slot: give it back
+            trial.set_user_attr("surplus", True)
+            study.tell(trial, state=TrialState.FAIL)
+            return None, 0.0
+        with Heartbeat(study._storage, trial._trial_id):
+            try:
+                state, values, eval_s = self._evaluate(trial, t0)
+            except BaseException as e:
+                trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+                study.tell(trial, state=TrialState.FAIL)
+                if isinstance(e, ArchlabError):
+                    raise ArchlabError(f"trial {trial.number} failed: {e}") from None
+                if isinstance(e, Exception):
+                    raise ArchlabError(f"trial {trial.number} failed: search space or evaluator raised "
+                                       f"{type(e).__name__}: {e}") from None
+                raise
+            frozen = study.tell(trial, values, state=state)
+        return frozen, time.perf_counter() - t0 - eval_s
+
+    def _evaluate(self, trial: optuna.Trial, t0: float):
+        trial.set_user_attr("worker", self.worker_id)
+        try:
+            graph = self.space(trial)
+        except ArchlabError as e:
+            if "returned a" in str(e):
+                raise
+            return self._prune(trial, f"invalid architecture: {' '.join(str(e).split())}"), None, 0.0
+        metrics, text = self._describe(trial, graph)
+        for k in range(0, max(len(text), 1), ARCH_CHUNK):
+            trial.set_user_attr("arch" if k == 0 else f"arch_{k // ARCH_CHUNK}", text[k:k + ARCH_CHUNK])
+        for key in ("params", "macs", "memory", "rf"):
+            trial.set_user_attr(key, getattr(metrics, key))
+        reason = self.config.constraints.violation(metrics)
+        if reason is not None:
+            trial.set_user_attr("overhead_s", time.perf_counter() - t0)
+            return self._prune(trial, reason), None, 0.0
+        t1 = time.perf_counter()
+        reward = float(self.evaluator(trial, graph))
+        eval_s = time.perf_counter() - t1
+        if not math.isfinite(reward):
+            raise ArchlabError(f"the evaluator returned a non-finite reward {reward}")
+        trial.set_user_attr("reward", reward)
+        trial.set_user_attr("eval_s", eval_s)
+        trial.set_user_attr("overhead_s", time.perf_counter() - t0 - eval_s)
+        values = [reward if o == "reward" else float(getattr(metrics, o)) for o in self.objectives]
+        return TrialState.COMPLETE, (values if len(values) > 1 else values[0]), eval_s
+
+    def _describe(self, trial: optuna.Trial, graph: Graph) -> tuple[Metrics, str]:
+        # A space decides only through trial.suggest_* (its contract), so equal
+        # parameters give an equal graph: repeats (common once a sampler
+        # converges) skip the analyzers and the YAML dump.
+        key = tuple(sorted((k, repr(v)) for k, v in trial.params.items()))
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = (measure(graph), _arch_dump(graph))
+            if len(self._cache) > 4096:
+                self._cache.pop(next(iter(self._cache)))
+        return hit
+
+    @staticmethod
+    def _prune(trial: optuna.Trial, reason: str) -> TrialState:
+        trial.set_user_attr("pruned_reason", reason)
+        return TrialState.PRUNED
+
+
+def _arch_dump(graph: Graph) -> str:
+    from archlab.lang import dump
+
+    return dump(graph)
+
+
+def _check_resume(study: optuna.Study, space_name: str, objectives: Sequence[str]) -> None:
+    made_for = study.user_attrs.get("space")
+    if made_for is not None and made_for != space_name:
+        raise ArchlabError(f"study '{study.study_name}' was made for search space '{made_for}', not "
+                           f"'{space_name}'; pick another --study name")
+    want = [OBJECTIVES[o] for o in objectives]
+    have = [d.name.lower() for d in study.directions]
+    had = study.user_attrs.get("objectives")
+    if have != want or (had is not None and list(had) != list(objectives)):
+        raise ArchlabError(f"study '{study.study_name}' optimizes {','.join(had or have)}, not "
+                           f"{','.join(objectives)}; pick another --study name")
+
+
+def sampler_key(name: str) -> str:
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    return {"nsgaii": "nsga2", "rea": "evolution"}.get(key, key)
+
+
+def best_reward(study: optuna.Study) -> float | None:
+    """The highest reward among the study's completed trials (None before the first)."""
+    rewards = [t.user_attrs["reward"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if "reward" in t.user_attrs]
+    return max(rewards) if rewards else None
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial:
+    """The completed trial with the highest reward (for a multi-objective study:
+    the highest-reward trial of the Pareto front, which is the same trial).
+
+    Raises:
+        ArchlabError: the study has no completed trial.
+    """
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "reward" in t.user_attrs]
+    if not done:
+        raise ArchlabError(f"study '{study.study_name}' has no completed trial yet")
+    return max(done, key=lambda t: (t.user_attrs["reward"], -t.number))
+
+
+def run_search(config: SearchConfig, progress: Callable[[Progress], None] | None = None) -> SearchResult:
+    """Open the study ``config`` describes and run this worker's share of it.
+
+    Raises:
+        ArchlabError: see :meth:`Worker.open`; also a trial whose space or
+            evaluator raised an unexpected exception (the trial is FAIL).
+    """
+    return Worker.open(config).run(progress)
+
+
+__all__ = ["SearchConfig", "SearchResult", "Progress", "Worker", "run_search", "arch_text", "best_trial",
+           "best_reward", "OBJECTIVES", "ARCH_CHUNK"]
