@@ -76,7 +76,9 @@ def _from_object(obj: Any, spec: str, input_shape: tuple[int, ...] | None) -> Gr
     if isinstance(obj, Graph):
         return with_input_shape(obj, input_shape) if input_shape else obj.validate()
     if isinstance(obj, torch.nn.Module):
-        return from_torch(obj, input_shape or DEFAULT_INPUT, name=spec.rpartition(":")[2])
+        # Imported in eval mode: branches on self.training (aux heads, stochastic depth) are
+        # decided at trace time, and analysis describes the inference graph.
+        return from_torch(obj.eval(), input_shape or DEFAULT_INPUT, name=spec.rpartition(":")[2])
     raise ArchlabError(f"'{spec}' gave a {type(obj).__name__}; expected an archlab Graph or a torch.nn.Module")
 
 
@@ -107,7 +109,7 @@ def resolve_model(spec: str, *, input_shape: tuple[int, ...] | None = None, **cf
             module = torchvision.models.get_model(name, weights=None, **cfg)
         except ValueError as e:
             raise ModelNotFoundError(f"torchvision has no model '{name}': {e}") from None
-        return from_torch(module, input_shape or _TORCHVISION_INPUT.get(name, DEFAULT_INPUT), name=name)
+        return from_torch(module.eval(), input_shape or _TORCHVISION_INPUT.get(name, DEFAULT_INPUT), name=name)
     if spec.startswith("nb201:"):
         from search_spaces.nasbench201 import from_spec
 
