@@ -30,11 +30,12 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from archlab.errors import ArchlabError
+from archlab.search.samplers._sequential import SequentialSampler
 
 __all__ = ["RegularizedEvolutionSampler", "LINEAGE_KEY"]
 
@@ -42,7 +43,7 @@ LINEAGE_KEY = "archlab:evolution:lineage"
 _EPOCH = datetime.datetime.min
 
 
-class RegularizedEvolutionSampler(BaseSampler):
+class RegularizedEvolutionSampler(SequentialSampler):
     """Regularized (aging) evolution over a define-by-run space.
 
     Args:
@@ -70,15 +71,6 @@ class RegularizedEvolutionSampler(BaseSampler):
         with self._lock:
             self._rng.seed()
             self._random.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Choose the trial's parent and the decision to mutate; called as the trial starts.

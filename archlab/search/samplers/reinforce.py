@@ -49,11 +49,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from optuna.distributions import BaseDistribution
-from optuna.samplers import BaseSampler, RandomSampler
+from optuna.samplers import RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from archlab.errors import ArchlabError
+from archlab.search.samplers._sequential import SequentialSampler
 from archlab.search.samplers import _store
 from archlab.search.samplers._controller import Controller, Decision, ReinforceConfig
 from archlab.search.samplers._tokens import decision_key, index_of, tokens
@@ -72,7 +73,7 @@ class _Rollout:
         self.seen: set[str] = set()
 
 
-class ReinforceSampler(BaseSampler):
+class ReinforceSampler(SequentialSampler):
     """Samples a define-by-run space with an LSTM controller trained by REINFORCE.
 
     Args:
@@ -171,15 +172,6 @@ class ReinforceSampler(BaseSampler):
                 except Exception as exc:  # the next trial proposes again
                     _log.warning("could not store the controller seed: %s", exc)
             self._sync(study, trials)
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(self, study: Study, trial: FrozenTrial,
-                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        return {}
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
