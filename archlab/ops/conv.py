@@ -6,6 +6,14 @@ from archlab.ops.base import Attr, MemoryRule, Op, GLOBAL, Window, numel, regist
 from archlab.ops.spatial import window_out
 
 
+def check_groups(op: Op, node, shapes) -> None:
+    """Grouped (de)convolution: ``groups`` must divide both channel counts."""
+    g, c, out = node.attrs["groups"], shapes[0][0], node.attrs["out_channels"]
+    if c % g or out % g:
+        raise op.shape_error(ChannelMismatchError, node, shapes,
+                             f"groups={g} must divide in_channels={c} and out_channels={out}")
+
+
 @register_op
 class Conv2d(Op):
     """``torch.nn.Conv2d``: out = floor((H + 2p - d(k-1) - 1)/s) + 1."""
@@ -28,12 +36,7 @@ class Conv2d(Op):
         if len(shape) != 3:
             raise self.shape_error(ShapeError, node, shapes, "conv2d needs a CxHxW input", fix="remove the flatten before it")
         c, h, w = shape
-        g = a["groups"]
-        if c % g or a["out_channels"] % g:
-            raise self.shape_error(
-                ChannelMismatchError, node, shapes,
-                f"groups={g} must divide in_channels={c} and out_channels={a['out_channels']}",
-            )
+        check_groups(self, node, shapes)
         out = []
         for axis, size in ((0, h), (1, w)):
             k, s, p, d = a["kernel_size"][axis], a["stride"][axis], a["padding"][axis], a["dilation"][axis]

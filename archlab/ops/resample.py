@@ -11,6 +11,7 @@ from math import gcd
 
 from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError
 from archlab.ops.base import Attr, MemoryRule, Op, SideOutput, Window, get_op, numel, register_op
+from archlab.ops.conv import check_groups
 from archlab.ops.pool import MaxPool2d
 
 
@@ -63,10 +64,7 @@ class ConvTranspose2d(Op):
         if len(shape) != 3:
             raise self.shape_error(ShapeError, node, shapes, "conv_transpose2d needs a CxHxW input")
         c, h, w = shape
-        g = a["groups"]
-        if c % g or a["out_channels"] % g:
-            raise self.shape_error(ChannelMismatchError, node, shapes,
-                                   f"groups={g} must divide in_channels={c} and out_channels={a['out_channels']}")
+        check_groups(self, node, shapes)
         out = []
         for axis, size in ((0, h), (1, w)):
             s, op_ = a["stride"][axis], a["output_padding"][axis]
