@@ -38,7 +38,9 @@ overhead; ~5 minutes on 2 cores). ``--quick`` is a smoke run (3 seeds x 60).
    ``tell``), the same plus the final ``tell`` (``SearchResult.overhead_s``),
    and the wall time of the whole ``Worker.run`` loop per trial minus the
    evaluation time (so it also counts the loop's study reads and stale-trial
-   checks). Target: <= 50 ms.
+   checks). Target: <= 50 ms. Then the per-cell compute outside storage (graph
+   build, analyzers, YAML dump) and, from one more ``random`` run, the time in
+   the worker storage's transactions and study reads, and its commits per trial.
 
 Sampler specs take documented constructor options after colons, e.g.
 ``--samplers random,reinforce,reinforce:lr=0.003:entropy_weight=0.001``.
@@ -167,7 +169,8 @@ def permutation_p(a: list[float], b: list[float], *, one_sided: bool, n: int = 2
 def quality(args, specs: list[str]) -> dict:
     import multiprocessing as mp
 
-    tasks = [(spec, seed, args.trials, args.reward) for seed in range(args.seeds) for spec in specs]
+    seeds = range(args.seed_offset, args.seed_offset + args.seeds)
+    tasks = [(spec, seed, args.trials, args.reward) for seed in seeds for spec in specs]
     # the slow ones first so both processes finish together
     tasks.sort(key=lambda t: (parse_spec(t[0])[0] not in ("tpe", "reinforce"), t[1]))
     results: dict[str, list[dict]] = {s: [] for s in specs}
@@ -307,6 +310,53 @@ def breakdown(n: int = 30) -> dict:
             "dump_ms": 1e3 * float(np.median(dump))}
 
 
+def storage_breakdown(n: int = 100) -> dict:
+    """Where a trial's storage time goes: one ``random`` search of ``n`` trials on a
+    fresh SQLite file (heartbeats on), timing the worker storage's transactions
+    (:class:`archlab.search.worker_storage.WorkerStorage`) and its reads of the study.
+    Returns per-trial ms (sums over the run / n) and the transactions per trial."""
+    import optuna
+    from sqlalchemy import event
+
+    from archlab.search import worker_storage as st
+    from archlab.search.engine import SearchConfig, Worker
+
+    spent: dict[str, float] = {"create": 0.0, "write_before_eval": 0.0, "write_final": 0.0, "read_study": 0.0}
+    originals = {name: getattr(st.WorkerStorage, name) for name in ("_insert_trial", "_write", "_refresh")}
+
+    def timed(name, key_of):
+        def wrapper(self, *a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return originals[name](self, *a, **kw)
+            finally:
+                spent[key_of(a)] += time.perf_counter() - t0
+        return wrapper
+
+    st.WorkerStorage._insert_trial = timed("_insert_trial", lambda a: "create")
+    st.WorkerStorage._write = timed("_write", lambda a: "write_before_eval" if a[2] is None else "write_final")
+    st.WorkerStorage._refresh = timed("_refresh", lambda a: "read_study")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            worker = Worker.open(SearchConfig(space="nasbench201", sampler="random", n_trials=n, seed=7,
+                                              storage=f"sqlite:///{tmp}/storage.db", study="storage"))
+            commits = []
+            event.listen(worker.study._storage.engine, "commit", lambda conn: commits.append(1))
+            t0 = time.perf_counter()
+            worker.run()
+            wall = time.perf_counter() - t0
+            worker.study._storage.engine.dispose()
+    finally:
+        for name, f in originals.items():
+            setattr(st.WorkerStorage, name, f)
+    out = {k: 1e3 * v / n for k, v in spent.items()}
+    out["total_ms"] = sum(out.values())
+    out["run_wall_per_trial_ms"] = 1e3 * wall / n
+    out["commits_per_trial"] = len(commits) / n
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return out
+
+
 def summarize_overhead(o: dict, n: int, reps: int) -> str:
     lines = [f"| sampler ({n} trials x {reps}, SQLite) | `overhead_s` median | p90 | + final tell: median | p90 | "
              "loop wall / trial (excl. eval) | target ≤ 50 ms |", "|---|---|---|---|---|---|---|"]
@@ -322,6 +372,8 @@ def summarize_overhead(o: dict, n: int, reps: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=10, help="seeds per sampler (0..N-1), default 10")
+    p.add_argument("--seed-offset", type=int, default=0, metavar="K",
+                   help="run seeds K..K+N-1 instead (a held-out check of settings chosen on 0..N-1)")
     p.add_argument("--trials", type=int, default=300, help="evaluations per search, default 300")
     p.add_argument("--samplers", default=DEFAULT_SAMPLERS,
                    help=f"comma-separated sampler specs, name[:key=value...] (default {DEFAULT_SAMPLERS})")
@@ -361,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'mean over recorded runs' if args.reward == 'mean' else 'one recorded run, sampled per query'} "
           f"of the validation accuracy (%)")
     print(f"global optimum: {opt:.3f}% mean val acc, cell {opt_index} {index_to_arch(opt_index)}")
-    print(f"{args.seeds} seeds x {args.trials} evaluations x {len(specs)} samplers, in-memory storage, "
+    print(f"{args.seeds} seeds ({args.seed_offset}..{args.seed_offset + args.seeds - 1}) x {args.trials} "
+          f"evaluations x {len(specs)} samplers, in-memory storage, "
           f"{args.jobs} process(es)\n", flush=True)
     raw: dict = {"optimum": opt, "optimum_index": opt_index, "args": vars(args)}
     if not args.no_quality:
@@ -399,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nper new cell, outside storage (median of 30 random cells, {b['nodes']} graph nodes): "
               f"space builds the graph {b['build_ms']:.1f} ms, analyzers (measure) {b['measure_ms']:.1f} ms, "
               f"YAML dump of the arch {b['dump_ms']:.1f} ms (the engine caches the last two for repeated cells)")
+        sb = raw["storage_breakdown"] = storage_breakdown(args.overhead_trials)
+        print(f"storage per trial (one random search of {args.overhead_trials} trials on SQLite, sums / trials): "
+              f"create + first heartbeat {sb['create']:.2f} ms, params + attrs before the evaluation "
+              f"{sb['write_before_eval']:.2f} ms, attrs + values + state {sb['write_final']:.2f} ms, reads of the "
+              f"study {sb['read_study']:.2f} ms: {sb['total_ms']:.1f} ms of {sb['run_wall_per_trial_ms']:.1f} ms "
+              f"a trial; {sb['commits_per_trial']:.2f} commits a trial")
     print(f"\ntotal wall time: {time.perf_counter() - t_start:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1, default=str))

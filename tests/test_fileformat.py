@@ -68,3 +68,107 @@ def test_bad_files_give_clear_errors(tmp_path):
         archlab.load("nodes:\n- {name: x, op: input, shape: [3, 8, 8]}\n- {name: c, op: conv, in: [x]}\n", source="net.yaml")
     with pytest.raises(SerializationError, match="cannot read"):
         archlab.load_file(tmp_path / "missing.yaml")
+
+
+# --------------------------------------------------------------------------- the direct emitter
+def _pyyaml_flow(obj):
+    """The one-line flow YAML PyYAML writes: what dump() wrote node by node before
+    it had its own emitter (the reference the emitter must match byte for byte)."""
+    import yaml
+
+    from archlab.lang.fileformat import _DUMPER
+
+    if isinstance(obj, (dict, list)):
+        return yaml.dump(obj, Dumper=_DUMPER, default_flow_style=True, width=10**9, sort_keys=False).strip()
+    return _pyyaml_flow([obj])[1:-1]
+
+
+def _pyyaml_dump(graph):
+    from archlab.lang.fileformat import FORMAT, _plain
+    from archlab.ops import get_op
+
+    lines = [f"format: {FORMAT}", f"name: {_pyyaml_flow(graph.name)}"]
+    if graph.meta:
+        lines.append(f"meta: {_pyyaml_flow(graph.meta)}")
+    lines.append("nodes:")
+    for n in graph.nodes:
+        defaults = get_op(n.op).defaults()
+        item = {"name": n.name, "op": n.op}
+        if n.inputs:
+            item["in"] = list(n.inputs)
+        for k, v in n.attrs.items():
+            if k in defaults and defaults[k] == v:
+                continue
+            item[k] = _plain(v)
+        lines.append(f"- {_pyyaml_flow(item)}")
+    lines.append(f"outputs: {_pyyaml_flow(dict(graph.outputs))}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_dump_is_byte_identical_to_pyyaml(name):
+    g = archlab.get_model(name)
+    assert archlab.dump(g) == _pyyaml_dump(g)
+
+
+def test_nasbench201_cells_dump_byte_identical_to_pyyaml():
+    import optuna
+
+    from search_spaces import get_space
+
+    space = get_space("nasbench201")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    for _ in range(5):
+        trial = study.ask()
+        g = space(trial)
+        text = archlab.dump(g)
+        assert text == _pyyaml_dump(g)
+        assert archlab.load(text) == g
+        study.tell(trial, 0.0)
+
+
+_ODD_STRINGS = ["", " ", "a b", "Yes", "yes", "YES", "yES", "no", "On", "oN", "off", "null", "Null", "~", "y", "n",
+                "true", "False", "a:b", "a: b", "-a", "a-", ".a", "a.", "_x", "x#y", "x #y", "1a", "1", "1.5", "0x1f",
+                "1e3", ".inf", "-.inf", ".nan", "é", "a'b", 'a"b', "\t", "a\nb", "a,b", "[a]", "{a}", "<<", "=", "a/b",
+                "&a", "*a", "!a", "%a", "@a", "`a", "|a", ">a", "?a", "a?", "a!", "x" * 200, "2001-12-14", "12:30",
+                "cells.0.edge_0_1", "layer1.0.conv1", "conv/1", "ЖЖ", "a\\b", "A_B-C.D/E"]
+_ODD_VALUES = [0, -1, 7, 2**70, True, False, None, 0.0, -0.0, 1.0, 0.1, 1e-5, 1e20, 1e16, -2.5, float("inf"),
+               float("-inf"), float("nan"), 1 / 3]
+
+
+@pytest.mark.parametrize("value", _ODD_STRINGS + _ODD_VALUES)
+def test_emitter_writes_scalars_as_pyyaml_does(value):
+    from archlab.lang.fileformat import _emit
+
+    assert _emit(value) == _pyyaml_flow(value)
+    assert _emit([value, value]) == _pyyaml_flow([value, value])
+    assert _emit({"k": value, "in": [value]}) == _pyyaml_flow({"k": value, "in": [value]})
+
+
+@pytest.mark.parametrize("key", _ODD_STRINGS + ["x" * 127, "x" * 128, 1, None, True, 1.5])
+def test_emitter_writes_mapping_keys_as_pyyaml_does(key):
+    from archlab.lang.fileformat import _emit
+
+    assert _emit({key: 1, "b": [key]}) == _pyyaml_flow({key: 1, "b": [key]})
+
+
+def test_emitter_writes_nested_and_shared_containers_as_pyyaml_does():
+    from archlab.lang.fileformat import _emit
+
+    shared = [1, 2]
+    for obj in ([], {}, [[]], {"a": {}}, {"a": [1, [2, [3]]], "b": {"c": {"d": "e f"}}},
+                {"a": shared, "b": shared}, [shared, [shared]], {"a": {"x": 1}, "b": [{"y": None}]}):
+        assert _emit(obj) == _pyyaml_flow(obj)
+
+
+def test_graph_meta_and_names_with_odd_text_round_trip_byte_identical():
+    b = archlab.GraphBuilder("my net: v2")
+    x = b.input((3, 8, 8), name="in put")
+    y = b.conv2d(x, 4, 3, padding=1, name="yes")
+    b.relu(y, name="a#b")
+    g = b.build()
+    g.meta.update({"paper": "A, B & C: 'quoted' \"text\"", "no": True, "list": [1, "x y", None, 0.5],
+                   "nested": {"k": []}})
+    text = archlab.dump(g)
+    assert text == _pyyaml_dump(g)
+    assert archlab.load(text) == g

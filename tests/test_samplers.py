@@ -274,6 +274,149 @@ def test_reinforce_overhead_per_trial_on_sqlite(tmp_path):
     assert reinforce_ms < random_ms + 500  # loose: shared CI machines are noisy
 
 
+# ------------------------------------------------ advantage, reward window, duplicates
+def test_rank_advantage_is_the_centred_quantile_among_the_window():
+    from archlab.search.samplers._controller import Controller, ReinforceConfig
+
+    ctl = Controller(ReinforceConfig(reward_window=4), seed=0)
+    assert ctl.advantage(5.0) == 0.0  # nothing to compare with yet
+    for r in (1.0, 2.0, 3.0, 4.0, 100.0):
+        ctl.apply([], r)
+    assert list(ctl.rewards) == [2.0, 3.0, 4.0, 100.0]  # the last reward_window only
+    assert ctl.advantage(1e6) == 1.0 and ctl.advantage(0.0) == -1.0
+    assert ctl.advantage(3.0) == pytest.approx(2 * 1.5 / 4 - 1)  # a tie counts half
+    assert ctl.advantage(50.0) == ctl.advantage(99.0)  # the scale does not matter, the rank does
+    raw = Controller(ReinforceConfig(advantage="raw"), seed=0)
+    raw.apply([], 10.0)
+    raw.apply([], 20.0)
+    assert raw.advantage(30.0) == pytest.approx(30.0 - (0.95 * 10 + 0.05 * 20))
+    with pytest.raises(ValueError, match="advantage"):
+        ReinforceConfig(advantage="median")
+
+
+def test_the_reward_window_survives_to_bytes_and_a_resume(tmp_path):
+    from archlab.search.samplers._controller import Controller
+
+    storage = _sqlite(tmp_path)
+    options = dict(reward_window=4, snapshot_every=5, updates_per_record=2)
+    first = ReinforceSampler(seed=3, **options)
+    study = optuna.create_study(study_name="window", storage=storage, direction="maximize",
+                                sampler=first)
+    study.optimize(_toy(_target(3), seed=3), n_trials=12)
+    ctl = first._live
+    again = Controller.from_bytes(ctl.to_bytes(), first.config)
+    assert list(again.rewards) == list(ctl.rewards) and len(ctl.rewards) == 4
+    assert again.baseline == ctl.baseline and again.count == ctl.count == 12
+    assert again.advantage(3.7) == ctl.advantage(3.7)
+
+    second = ReinforceSampler(seed=4, **options)  # a new process: snapshot at 10 + 2 records
+    resumed = optuna.load_study(study_name="window", storage=_sqlite(tmp_path), sampler=second)
+    second.sync(resumed)
+    assert list(second._live.rewards) == list(ctl.rewards)
+    assert _same_parameters(second.parameters(), first.parameters())
+    replayed = ReinforceSampler(seed=5, **options)  # no snapshot: the whole log
+    for slot in (0, 1):
+        storage.set_study_system_attr(study._study_id, f"{_store.SNAPSHOT_KEY}:{slot}:0", "garbage")
+    replayed.sync(optuna.load_study(study_name="window", storage=storage))
+    assert _same_parameters(replayed.parameters(), first.parameters())
+    assert list(replayed._live.rewards) == list(ctl.rewards)
+
+
+def test_a_format_1_snapshot_is_not_read():
+    import io
+
+    from archlab.search.samplers._controller import Controller, ReinforceConfig
+
+    blob = torch.load(io.BytesIO(Controller(ReinforceConfig(), 0).to_bytes()), weights_only=True)
+    blob["format"] = 1
+    del blob["rewards"]
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    with pytest.raises(ValueError, match="format"):
+        Controller.from_bytes(buf.getvalue(), ReinforceConfig())
+
+
+def _small(trial: optuna.Trial) -> float:  # 3 x 3 = 9 candidates
+    a = trial.suggest_categorical("a", [0, 1, 2])
+    return float(a + trial.suggest_int("b", 0, 2))
+
+
+def test_no_candidate_is_proposed_twice_until_the_space_is_exhausted():
+    sampler = ReinforceSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_small, n_trials=9)
+    cells = [(t.params["a"], t.params["b"]) for t in study.trials]
+    assert len(set(cells)) == 9
+    study.optimize(_small, n_trials=3)  # exhausted: sampling goes on, from the policy
+    assert len(study.trials) == 12 and sampler.update_count == 12
+    plain = optuna.create_study(direction="maximize",
+                                sampler=ReinforceSampler(seed=0, avoid_duplicates=False))
+    plain.optimize(_small, n_trials=9)
+    assert len({(t.params["a"], t.params["b"]) for t in plain.trials}) < 9
+
+
+def test_duplicates_are_avoided_across_workers_and_only_change_the_draws(tmp_path):
+    storage = _sqlite(tmp_path)
+    a, b = ReinforceSampler(seed=10), ReinforceSampler(seed=11)
+    study_a = optuna.create_study(study_name="d", storage=storage, direction="maximize", sampler=a)
+    study_b = optuna.load_study(study_name="d", storage=_sqlite(tmp_path), sampler=b)
+    for _ in range(3):
+        study_a.optimize(_small, n_trials=2)
+        study_b.optimize(_small, n_trials=1)
+    cells = [(t.params["a"], t.params["b"]) for t in study_a.trials]
+    assert len(cells) == len(set(cells)) == 9
+    a.sync(study_a)
+    b.sync(study_b)
+    replayed = ReinforceSampler(seed=12, avoid_duplicates=False)  # the same records, same weights
+    replayed.sync(study_a)
+    assert a.update_count == replayed.update_count == 9
+    assert _same_parameters(a.parameters(), b.parameters())
+    assert _same_parameters(a.parameters(), replayed.parameters())
+
+
+def test_off_grid_and_fallback_trials_do_not_count_as_taken():
+    def objective(trial: optuna.Trial) -> float:
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    sampler = ReinforceSampler(seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial({"x": 0.123})  # not a grid point: the controller never proposes it
+    study.optimize(objective, n_trials=1)
+    sampler.sync(study)
+    assert not sampler._tree.children
+    study.optimize(objective, n_trials=1)
+    sampler.sync(study)
+    assert sampler._tree.children  # a grid point the controller chose
+    fallback = ReinforceSampler(seed=0, numeric="fallback")
+    study = optuna.create_study(direction="maximize", sampler=fallback)
+    study.optimize(lambda t: t.suggest_categorical("a", [0, 1]) + objective(t), n_trials=3)
+    fallback.sync(study)
+    assert not fallback._tree.children
+
+
+def test_failed_candidates_may_be_proposed_again_pruned_ones_not():
+    def half(trial: optuna.Trial) -> float:
+        value = _small(trial)
+        if trial.params["a"] == 0:
+            raise RuntimeError("out of memory")
+        if trial.params["a"] == 1:
+            raise optuna.TrialPruned()
+        return value
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(direction="maximize", sampler=ReinforceSampler(seed=0))
+        study.optimize(half, n_trials=30, catch=(RuntimeError,))
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    by_state: dict[str, list] = {}
+    for t in study.trials:
+        by_state.setdefault(t.state.name, []).append((t.params["a"], t.params["b"]))
+    for state in ("COMPLETE", "PRUNED"):  # a = 2 and a = 1: at most once each
+        assert len(by_state[state]) == len(set(by_state[state])) <= 3
+    assert len(by_state["FAIL"]) >= 24 and len(set(by_state["FAIL"])) <= 3  # a = 0, again and again
+
+
 # ------------------------------------------------------------- regularized evolution
 def test_evolution_samples_randomly_until_the_population_is_full_then_mutates_one_decision():
     sampler = RegularizedEvolutionSampler(population_size=10, sample_size=3, seed=0)

@@ -38,7 +38,16 @@ def space(trial):
     return b.build()
 
 def evaluator(**options):
+    barrier, workers = os.environ.get("ARCHLAB_TEST_BARRIER"), int(os.environ.get("ARCHLAB_TEST_WORKERS", "1"))
+
     def reward(trial, graph):
+        nonlocal barrier
+        if barrier:  # the first evaluation waits until every worker is in one (each takes part)
+            open(os.path.join(barrier, str(os.getpid())), "w").close()
+            deadline = time.time() + 60
+            while len(os.listdir(barrier)) < workers and time.time() < deadline:
+                time.sleep(0.02)
+            barrier = None
         time.sleep(float(os.environ.get("ARCHLAB_TEST_SLEEP", "0")))
         return trial.params["width"] / 32 + trial.params["kernel"] / 50
     return reward
@@ -52,8 +61,8 @@ def _space(tmp_path: Path) -> Path:
 
 
 def _worker(space: Path, storage: str, study: str, n: int, seed: int, *, sleep: float = 0.02,
-            extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    env = {**os.environ, "ARCHLAB_TEST_SLEEP": str(sleep),
+            extra: tuple[str, ...] = (), env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "ARCHLAB_TEST_SLEEP": str(sleep), **(env or {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "archlab", "search", "--space", str(space), "--sampler", "random",
            "--n-trials", str(n), "--storage", storage, "--study", study, "--seed", str(seed), "--quiet", *extra]
@@ -75,7 +84,10 @@ def _check_exactly_n(storage: str, study: str, n: int) -> list[optuna.trial.Froz
 
 def _run_three(tmp_path: Path, storage: str, study: str, n: int) -> None:
     space = _space(tmp_path)
-    procs = [_worker(space, storage, study, n, seed) for seed in range(3)]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {"ARCHLAB_TEST_BARRIER": str(barrier), "ARCHLAB_TEST_WORKERS": "3"}
+    procs = [_worker(space, storage, study, n, seed, env=env) for seed in range(3)]
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err

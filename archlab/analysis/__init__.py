@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from archlab.analysis.counts import mac_counts, param_counts
-from archlab.analysis.layers import fold_layers, group_by_depth, last_allocating
+from archlab.analysis.layers import fold_layers, group_by_depth
 from archlab.analysis.report import Analysis
+from archlab.graph.plan import plan
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph import Graph
@@ -22,8 +23,19 @@ __all__ = ["Analysis", "analyze", "mac_counts", "param_counts"]
 
 
 def _rf_value(pair):
-    vals = [int(x) if x.denominator == 1 else float(x) for x in pair]
+    vals = [x if type(x) is int else int(x) if x.denominator == 1 else float(x) for x in pair]
     return vals[0] if vals[0] == vals[1] else vals
+
+
+def _rf_columns(rf) -> dict:
+    return {
+        "rf_size": _rf_value(rf.size),
+        "rf_stride": _rf_value(rf.jump),
+        "rf_start": _rf_value(rf.start),
+        "rf_global": rf.is_global,
+        "rf_local_size": _rf_value(rf.local_size) if rf.is_global and rf.local_size is not None else None,
+        "rf_aligned": rf.aligned,
+    }
 
 
 def analyze(
@@ -52,7 +64,7 @@ def analyze(
         rows' outputs (the lecture table's convention: VGG16 at 224 ->
         15,237,608 values per image, input included).
     """
-    from archlab.analysis.memory import DTYPE_BYTES, activation_memory, training_memory
+    from archlab.analysis.memory import DTYPE_BYTES, _rules, activation_memory, training_memory
     from archlab.analysis.receptive_field import receptive_fields
 
     graph.validate()
@@ -64,33 +76,51 @@ def analyze(
     itemsize = DTYPE_BYTES[mem.dtype]
 
     layers = fold_layers(graph)
+    rules = _rules(graph)[0]
+    op_of = {s.name: s.op.name for s in plan(graph)}
 
-    def tail(group: list[str]) -> str:
-        return last_allocating(graph, group)
+    def tail(group: list[str]) -> str:  # last_allocating, with the rules at hand
+        for name in reversed(group):
+            rule = rules.get(name)
+            if rule is None or rule.alias is None:
+                return name
+        return group[-1]
 
-    groups = layers if fold else [[n.name] for n in graph.topo_order()]
+    groups = layers if fold else [[n] for n in op_of]
     named = group_by_depth(graph, groups, depth) if depth is not None else [(g[0], g) for g in groups]
+    p_node, b_node, m_node = params.per_node, buffers.per_node, macs.per_node
+    out_elements = dict(mem.out_elements)
+    rf_cols: dict[int, dict] = {}  # pointwise nodes share their input's RF object
     rows = []
     for row_name, group in named:
         last = tail(group)
         rf = rfs[last]
-        elements = mem.out_elements[last] * batch
-        rows.append({
+        cols = rf_cols.get(id(rf))
+        if cols is None:
+            cols = rf_cols[id(rf)] = _rf_columns(rf)
+        elements = out_elements[last] * batch
+        if len(group) == 1:
+            n = group[0]
+            op, n_params, n_buffers, n_macs = op_of[n], p_node[n], b_node[n], m_node.get(n, 0)
+        else:
+            op = "+".join(dict.fromkeys([op_of[n] for n in group])) if depth is None else "scope"
+            n_params = n_buffers = n_macs = 0
+            for n in group:
+                n_params += p_node[n]
+                n_buffers += b_node[n]
+                n_macs += m_node.get(n, 0)
+        row = {
             "name": row_name,
-            "op": "+".join(dict.fromkeys(graph[n].op for n in group)) if depth is None or len(group) == 1 else "scope",
+            "op": op,
             "output_shape": list(graph[last].shape),
-            "params": sum(params.per_node[n] for n in group),
-            "buffers": sum(buffers.per_node[n] for n in group),
-            "macs": sum(macs.per_node.get(n, 0) for n in group) * batch,
+            "params": n_params,
+            "buffers": n_buffers,
+            "macs": n_macs * batch,
             "activation_elements": elements,
             "activation_bytes": elements * itemsize,
-            "rf_size": _rf_value(rf.size),
-            "rf_stride": _rf_value(rf.jump),
-            "rf_start": _rf_value(rf.start),
-            "rf_global": rf.is_global,
-            "rf_local_size": _rf_value(rf.local_size) if rf.is_global and rf.local_size is not None else None,
-            "rf_aligned": rf.aligned,
-        })
+        }
+        row.update(cols)
+        rows.append(row)
     total_macs = macs.total * batch
     inp = graph.input_nodes[0]
     totals = {
@@ -99,7 +129,7 @@ def analyze(
         "macs": total_macs,
         "flops": 2 * total_macs,
         "flops_convention": convention,
-        "activation_elements": sum(mem.out_elements[tail(g)] for g in layers) * batch,
+        "activation_elements": sum(out_elements[tail(g)] for g in layers) * batch,
         "activation_bytes": 0,
         "all_node_elements": mem.total_out_elements * batch,
         "peak_activation_bytes": mem.peak_bytes,

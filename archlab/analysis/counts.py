@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from archlab.errors import ArchlabError
-from archlab.ops import get_op
+from archlab.graph.plan import per_sig, plan
 from archlab.ops.base import CONVENTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,21 +30,26 @@ class Counts:
         return sum(self.per_node.values())
 
 
-def _ensure_shapes(graph: Graph) -> None:
-    graph.validate()
-
-
 def param_counts(graph: Graph) -> tuple[Counts, Counts]:
-    """Trainable parameters and buffers of every node (elements, not bytes)."""
-    _ensure_shapes(graph)
+    """Trainable parameters and buffers of every node (elements, not bytes);
+    writes ``node.meta['params']``."""
     params, buffers = Counts(), Counts()
-    for node in graph.topo_order():
-        op = get_op(node.op)
-        shapes = [graph[i].shape for i in node.inputs]
-        params.per_node[node.name] = op.params(node, shapes)
-        buffers.per_node[node.name] = op.buffers(node, shapes)
-        node.meta["params"] = params.per_node[node.name]
+    p, b = params.per_node, buffers.per_node
+    for s, (n_params, n_buffers) in zip(plan(graph), param_table(graph)):
+        p[s.name] = s.node.meta["params"] = n_params
+        b[s.name] = n_buffers
     return params, buffers
+
+
+def param_table(graph: Graph) -> list[tuple[int, int]]:
+    """``(params, buffers)`` of each step of :func:`~archlab.graph.plan.plan`
+    (cached per graph version: do not mutate)."""
+    steps = plan(graph)
+    return graph.cached("param_table", lambda: per_sig(steps, _param_rule))
+
+
+def _param_rule(s) -> tuple[int, int]:
+    return s.op.params(s.node, s.in_shapes), s.op.buffers(s.node, s.in_shapes)
 
 
 def mac_counts(graph: Graph, convention: str = "torchvision") -> Counts:
@@ -52,15 +57,19 @@ def mac_counts(graph: Graph, convention: str = "torchvision") -> Counts:
     :data:`archlab.ops.base.CONVENTIONS`); writes ``node.meta['macs'][convention]``."""
     if convention not in CONVENTIONS:
         raise ArchlabError(f"unknown FLOP convention {convention!r}; choose one of {', '.join(CONVENTIONS)}")
-    _ensure_shapes(graph)
     out = Counts()
-    for node in graph.topo_order():
-        shapes = [graph[i].shape for i in node.inputs]
+    steps = plan(graph)
+
+    def rule(s):
         try:
-            n = get_op(node.op).macs(node, shapes, node.shape, convention)
+            return s.op.macs(s.node, s.in_shapes, s.shape, convention)
         except NotImplementedError:
-            out.unsupported.append(f"{node.op} '{node.name}'")
+            return None
+
+    for s, n in zip(steps, per_sig(steps, rule)):
+        if n is None:
+            out.unsupported.append(f"{s.op.name} '{s.name}'")
             continue
-        out.per_node[node.name] = n
-        node.meta.setdefault("macs", {})[convention] = n
+        out.per_node[s.name] = n
+        s.node.meta.setdefault("macs", {})[convention] = n
     return out

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph import Graph
 
-from archlab.ops import get_op
+from archlab.graph.plan import plan
 
 
 def fold_layers(graph: Graph) -> list[list[str]]:
@@ -26,38 +26,45 @@ def fold_layers(graph: Graph) -> list[list[str]]:
 
 
 def _fold(graph: Graph) -> list[list[str]]:
+    rules = _memory_rules(graph)
+    steps = plan(graph)
+    # A node joins the group of its only input when that input is the group's last
+    # node, is not the graph input or an output, and feeds nothing else.
+    closed = set(graph.outputs.values()) | {n.name for n in graph.input_nodes}
+    n_users: dict[str, int] = {}
+    for s in steps:
+        for i in (s.inputs if len(s.inputs) < 2 else set(s.inputs)):
+            n_users[i] = n_users.get(i, 0) + 1
     groups: list[list[str]] = []
-    owner: dict[str, int] = {}
-    outputs = set(graph.outputs.values())
-    for node in graph.topo_order():
-        if len(node.inputs) == 1 and not _is_row(graph, node):
-            src = node.inputs[0]
-            if src in owner and graph[src].op != "input" and src not in outputs and len(graph.users(src)) == 1 \
-                    and groups[owner[src]][-1] == src:
-                groups[owner[src]].append(node.name)
-                owner[node.name] = owner[src]
-                continue
-        owner[node.name] = len(groups)
-        groups.append([node.name])
+    owner: dict[str, list[str]] = {}
+    for s in steps:
+        name, inputs = s.name, s.inputs
+        if len(inputs) == 1:
+            rule = rules.get(name)
+            src = inputs[0]
+            if rule is not None and not rule.table_row and src not in closed and n_users[src] == 1:
+                group = owner[src]
+                if group[-1] == src:
+                    group.append(name)
+                    owner[name] = group
+                    continue
+        owner[name] = group = [name]
+        groups.append(group)
     return groups
 
 
-def _rule(graph: Graph, node):
+def _memory_rules(graph: Graph) -> dict:
     from archlab.analysis.memory import _rules
 
-    return _rules(graph, strict=False)[0].get(node.name)
-
-
-def _is_row(graph: Graph, node) -> bool:
-    rule = _rule(graph, node)
-    return rule is None or rule.table_row
+    return _rules(graph, strict=False)[0]
 
 
 def last_allocating(graph: Graph, group: list[str]) -> str:
     """The last node of a layer that allocates its output (views share storage):
     the node whose shape and receptive field the layer reports."""
+    rules = _memory_rules(graph)
     for name in reversed(group):
-        rule = _rule(graph, graph[name])
+        rule = rules.get(name)
         if rule is None or rule.alias is None:
             return name
     return group[-1]

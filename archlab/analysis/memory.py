@@ -47,8 +47,9 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
 
 from archlab.errors import ArchlabError
-from archlab.ops import get_op
-from archlab.ops.base import MemoryRule, numel
+from archlab.analysis.counts import param_table
+from archlab.graph.plan import per_sig, plan
+from archlab.ops.base import MemoryRule
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph import Graph, Node
@@ -166,8 +167,8 @@ def unsupported_ops(graph: Graph) -> list[str]:
 
 
 def _rules(graph: Graph, *, strict: bool = True) -> tuple[dict[str, MemoryRule], list[str]]:
-    graph.validate()
-    rules, missing = graph.cached("memory_rules", lambda: _collect_rules(graph))
+    steps = plan(graph)
+    rules, missing = graph.cached("memory_rules", lambda: _collect_rules(steps))
     if strict and missing:
         ops = sorted({m.split(" ")[0] for m in missing})
         raise ArchlabError(
@@ -177,25 +178,33 @@ def _rules(graph: Graph, *, strict: bool = True) -> tuple[dict[str, MemoryRule],
     return rules, missing
 
 
-def _collect_rules(graph: Graph) -> tuple[dict[str, MemoryRule], list[str]]:
+def _collect_rules(steps) -> tuple[dict[str, MemoryRule], list[str]]:
+    def rule(s):
+        try:
+            return s.op.memory(s.node, s.in_shapes, s.shape)
+        except NotImplementedError:
+            return None
+
     rules: dict[str, MemoryRule] = {}
     missing: list[str] = []
-    for node in graph.topo_order():
-        shapes = [graph[i].shape for i in node.inputs]
-        try:
-            rules[node.name] = get_op(node.op).memory(node, shapes, node.shape)
-        except NotImplementedError:
-            missing.append(f"{node.op} '{node.name}'")
+    for s, r in zip(steps, per_sig(steps, rule)):
+        if r is None:
+            missing.append(f"{s.op.name} '{s.name}'")
+        else:
+            rules[s.name] = r
     return rules, missing
 
 
-def _bases(order: list[Node], rules: dict[str, MemoryRule], *, training: bool) -> dict[str, str]:
+def _bases(steps, rules: dict[str, MemoryRule], *, training: bool) -> dict[str, str]:
     """node -> the node that allocated the storage its output lives in."""
     base: dict[str, str] = {}
-    for node in order:
-        r = rules[node.name]
-        aliased = r.alias is not None and (r.train_alias or not training)
-        base[node.name] = base[node.inputs[r.alias]] if aliased else node.name
+    for s in steps:
+        name = s.name
+        r = rules[name]
+        if r.alias is not None and (r.train_alias or not training):
+            base[name] = base[s.inputs[r.alias]]
+        else:
+            base[name] = name
     return base
 
 
@@ -225,63 +234,73 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     dtype = dtype_name(dtype)
     itemsize = DTYPE_BYTES[dtype]
     rules, _ = _rules(graph)
-    order = graph.topo_order()
-    base = _bases(order, rules, training=False)
-    out_el = {n.name: numel(n.shape) for n in order}
-    out_b = {n.name: (batch * itemsize * out_el[n.name] if base[n.name] == n.name else 0) for n in order}
-    side_b = {(n.name, x.name): batch * _dtype_bytes(x.dtype, itemsize) * x.elements
-              for n in order for x in rules[n.name].side_outputs}
+    steps = plan(graph)
+    base = _bases(steps, rules, training=False)
+    per_el = batch * itemsize
 
     # Storages: each allocating node's output (keyed by the node) and each side
     # output (keyed by (node, name)). A storage is freed after the step of its
     # last reader (:meth:`Op.reads`); graph outputs never; one nobody reads,
     # at once.
-    pos = {n.name: i for i, n in enumerate(order)}
-    last: dict = {n.name: i for i, n in enumerate(order) if base[n.name] == n.name}
-    last.update({key: pos[key[0]] for key in side_b})
-    for node in order:
-        op = get_op(node.op)
-        for k, i in enumerate(node.inputs):
-            what = op.reads(k)
-            if what == "shape":
-                continue
-            key = base[i] if what == "value" else (i, what)
-            if key not in last:
-                raise ArchlabError(
-                    f"{node.op} '{node.name}': reads the {what!r} of input '{i}', but {graph[i].op} '{i}' has no "
-                    f"such side output (MemoryRule.side_outputs)"
-                )
-            last[key] = max(last[key], pos[node.name])
+    out_el: dict[str, int] = {}
+    out_b: dict[str, int] = {}
+    side_b: dict = {}
+    per_node_side: dict[str, int] = {}
+    alloc: list[int] = []  # bytes allocated by each step (output and side outputs)
+    last: dict = {}
+    total_el = 0
+    for step, (_, name, op, inputs, _, _, reads, size, _) in enumerate(steps):
+        out_el[name] = size
+        if base[name] == name:
+            out_b[name] = nbytes = per_el * size
+            last[name] = step
+            total_el += size
+        else:
+            out_b[name] = nbytes = 0
+        side = 0
+        for x in rules[name].side_outputs:
+            side += (b := batch * _dtype_bytes(x.dtype, itemsize) * x.elements)
+            side_b[(name, x.name)] = b
+            last[(name, x.name)] = step
+        per_node_side[name] = side
+        alloc.append(nbytes + side)
+        for i, what in zip(inputs, reads):
+            if what == "value":
+                last[base[i]] = step
+            elif what != "shape":
+                key = (i, what)
+                if key not in last:
+                    raise ArchlabError(
+                        f"{op.name} '{name}': reads the {what!r} of input '{i}', but {graph[i].op} '{i}' has no "
+                        f"such side output (MemoryRule.side_outputs)"
+                    )
+                last[key] = step
+    end = len(steps)
     for o in graph.outputs.values():
-        last[base[o]] = len(order)
-    frees: dict[int, list] = {}
+        last[base[o]] = end
+    freed = [0] * (end + 1)  # bytes freed after each step
     for key, step in last.items():
-        frees.setdefault(step, []).append(key)
-    nbytes = {**out_b, **side_b}
+        freed[step] += out_b[key] if type(key) is str else side_b[key]
 
     live, live_at, peak, peak_node = 0, {}, -1, ""
-    for step, node in enumerate(order):
-        live += out_b[node.name] + sum(side_b[(node.name, x.name)] for x in rules[node.name].side_outputs)
-        live_at[node.name] = live
+    for step, s in enumerate(steps):
+        name = s.name
+        live += alloc[step]
+        live_at[name] = live
         if live > peak:
-            peak, peak_node = live, node.name
-        live -= sum(nbytes[key] for key in frees.get(step, ()))
+            peak, peak_node = live, name
+        live -= freed[step]
+        s.node.meta["memory"] = {
+            "out_elements": out_el[name], "out_bytes": out_b[name], "side_bytes": per_node_side[name],
+            "live_bytes": live_at[name], "alias_of": base[name],
+        }
 
     from archlab.analysis.layers import fold_layers
 
     rows = {group[0]: out_el[group[0]] for group in fold_layers(graph)}
-    per_node_side = {n.name: 0 for n in order}
-    for (name, _), b in side_b.items():
-        per_node_side[name] += b
-    for node in order:
-        node.meta["memory"] = {
-            "out_elements": out_el[node.name], "out_bytes": out_b[node.name], "side_bytes": per_node_side[node.name],
-            "live_bytes": live_at[node.name], "alias_of": base[node.name],
-        }
-    total_el = sum(out_el[n] for n in out_el if base[n] == n)
     return MemoryReport(
         batch=batch, dtype=dtype, out_elements=_frozen(out_el), out_bytes=_frozen(out_b),
-        alias_of=_frozen(dict(base)), table_rows=_frozen(rows), live_bytes=_frozen(live_at),
+        alias_of=_frozen(base), table_rows=_frozen(rows), live_bytes=_frozen(live_at),
         total_out_elements=total_el, total_out_bytes=batch * itemsize * total_el,
         table_elements=sum(rows.values()), peak_bytes=peak, peak_node=peak_node, side_bytes=_frozen(per_node_side),
     )
@@ -311,45 +330,63 @@ def training_memory(
     dtype, param_dtype = dtype_name(dtype), dtype_name(param_dtype)
     itemsize, p_itemsize = DTYPE_BYTES[dtype], DTYPE_BYTES[param_dtype]
     rules, _ = _rules(graph)
-    order = graph.topo_order()
-    base = _bases(order, rules, training=True)
+    steps = plan(graph)
+    base = _bases(steps, rules, training=True)
+    own = [p for p, _ in param_table(graph)]
+    n_params = sum(own)
 
-    n_params, buffers = 0, 0
+    size = {s.name: s.size for s in steps}
+    per_el = batch * itemsize
+    buffers = 0
     requires_grad: dict[str, bool] = {}
-    saved: dict[tuple, tuple[str, int, bool]] = {}  # storage key -> (owner, bytes, in activation dtype)
-    for node in order:
-        r = rules[node.name]
-        shapes = [graph[i].shape for i in node.inputs]
-        own_params = get_op(node.op).params(node, shapes)
-        n_params += own_params
+    act_saved: dict[str, int] = {}  # storage (its allocating node) -> bytes: a tensor saved twice counts once
+    extra_saved: dict[str, int] = {}  # node -> bytes of the extras it saves (masks, indices, statistics)
+    extra_act = extra_other = 0
+    extras_of: dict[int, tuple[int, int]] = {}  # id(rule) -> (extras in activation dtype, other extras)
+    for (_, name, _, inputs, _, _, reads, _, _), own_params in zip(steps, own):
+        r = rules[name]
         buffers += r.buffer_bytes
-        op = get_op(node.op)
         # Size references and indices carry no gradient.
-        grads_in = [requires_grad[i] and op.reads(k) == "value" for k, i in enumerate(node.inputs)]
-        requires_grad[node.name] = own_params > 0 or any(grads_in)
-        if not requires_grad[node.name]:
+        if len(inputs) == 1:
+            grads_in = (requires_grad[inputs[0]] and reads[0] == "value",)
+        else:
+            grads_in = tuple(requires_grad[i] and what == "value" for i, what in zip(inputs, reads))
+        grad = requires_grad[name] = own_params > 0 or True in grads_in
+        if not grad:
             continue  # no autograd node: nothing is saved
-        tensors = [node.inputs[i] for i in r.saved_inputs
-                   if not r.cross_saved or any(g for j, g in enumerate(grads_in) if j != i)]
+        for i in r.saved_inputs:
+            if not r.cross_saved or any(g for j, g in enumerate(grads_in) if j != i):
+                b = base[inputs[i]]
+                act_saved[b] = per_el * size[b]
         if r.saved_output:
-            tensors.append(node.name)
-        for t in tensors:
-            b = base[t]
-            saved[("act", b)] = (b, batch * itemsize * numel(graph[b].shape), True)
-        for k, x in enumerate(r.saved_extra):
-            size = p_itemsize if x.dtype == "param" else _dtype_bytes(x.dtype, itemsize)
-            count = x.elements * (batch if x.per_sample else 1)
-            saved[("extra", node.name, k)] = (node.name, size * count, x.dtype == "activation")
+            b = base[name]
+            act_saved[b] = per_el * size[b]
+        if r.saved_extra:
+            e = extras_of.get(id(r))
+            if e is None:
+                e_act = e_other = 0
+                for x in r.saved_extra:
+                    nbytes = (p_itemsize if x.dtype == "param" else _dtype_bytes(x.dtype, itemsize)) \
+                        * x.elements * (batch if x.per_sample else 1)
+                    if x.dtype == "activation":
+                        e_act += nbytes
+                    else:
+                        e_other += nbytes
+                e = extras_of[id(r)] = (e_act, e_other)
+            extra_saved[name] = e[0] + e[1]
+            extra_act += e[0]
+            extra_other += e[1]
 
-    per_node = {n.name: 0 for n in order}
-    for owner, nbytes, _ in saved.values():
+    per_node = dict.fromkeys(base, 0)
+    for owner, nbytes in act_saved.items():
         per_node[owner] += nbytes
-    for node in order:
-        node.meta.setdefault("memory", {})["saved_bytes"] = per_node[node.name]
+    for owner, nbytes in extra_saved.items():
+        per_node[owner] += nbytes
+    for s in steps:
+        s.node.meta.setdefault("memory", {})["saved_bytes"] = per_node[s.name]
     p_bytes = n_params * p_itemsize
     return TrainingMemory(
         batch=batch, dtype=dtype, param_dtype=param_dtype, optimizer=optimizer, saved_bytes=_frozen(per_node),
-        saved_activations=sum(b for _, b, act in saved.values() if act),
-        saved_other=sum(b for _, b, act in saved.values() if not act),
+        saved_activations=sum(act_saved.values()) + extra_act, saved_other=extra_other,
         params=p_bytes, grads=p_bytes, optimizer_state=OPTIMIZER_STATES[optimizer] * p_bytes, buffers=buffers,
     )

@@ -49,7 +49,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from archlab.errors import ArchlabError, GraphError
-from archlab.ops import get_op
+from archlab.graph.plan import per_sig, plan
 from archlab.ops.base import GLOBAL, POINTWISE, Window
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -190,14 +190,14 @@ class RF:
         }
 
 
-@dataclass(frozen=True)
 class _Local:
-    """Spatial geometry of a field along both axes: size, jump, start, slack."""
+    """Spatial geometry of a field along both axes: size, jump, start, slack
+    (immutable by convention: nodes on the same grid share one)."""
 
-    size: Pair
-    jump: Pair
-    start: Pair
-    slack: Pair = (0, 0)
+    __slots__ = ("size", "jump", "start", "slack")
+
+    def __init__(self, size: Pair, jump: Pair, start: Pair, slack: Pair = (0, 0)) -> None:
+        self.size, self.jump, self.start, self.slack = size, jump, start, slack
 
     def lo(self, a: int) -> Fraction:
         return _q(self.start[a] - _half(self.size[a] - 1))
@@ -205,10 +205,24 @@ class _Local:
     def hi(self, a: int) -> Fraction:
         return _q(self.start[a] + _half(self.size[a] - 1))
 
+    def bounds(self) -> tuple[tuple, tuple]:
+        """``((lo_h, hi_h), (lo_w, hi_w))``: :meth:`lo` and :meth:`hi` of both axes."""
+        (zh, zw), (ch, cw) = self.size, self.start
+        hh, hw = _half(zh - 1), _half(zw - 1)
+        return (_q(ch - hh), _q(ch + hh)), (_q(cw - hw), _q(cw + hw))
+
     def area(self) -> Fraction:
         return self.size[0] * self.size[1]
 
     def through(self, wins: Sequence[Window]) -> _Local:
+        (wh, ww), (jh, jw) = wins, self.jump
+        if type(jh) is int and type(jw) is int and wh.slack is None and ww.slack is None:
+            kh, sh, ph, kw, sw, pw = wh.kernel, wh.stride, wh.padding, ww.kernel, ww.stride, ww.padding
+            if type(kh) is type(sh) is type(ph) is type(kw) is type(sw) is type(pw) is int:
+                # Integer windows on an integer grid (convolutions, pooling): exact ints, no slack added.
+                (zh, zw), (ch, cw) = self.size, self.start
+                return _Local((zh + (kh - 1) * jh, zw + (kw - 1) * jw), (jh * sh, jw * sw),
+                              (_q(ch + (_half(kh - 1) - ph) * jh), _q(cw + (_half(kw - 1) - pw) * jw)), self.slack)
         size, jump, start, slack = [], [], [], []
         for a, w in enumerate(wins):
             k, s, p = _q(w.kernel), _q(w.stride), _q(w.padding)
@@ -235,55 +249,77 @@ def _merge(node: Node, cands: list[tuple[str, RF, Optional[_Local], bool]], inpu
     """Union of the fields arriving through each input (``cands``: input name,
     that input's RF, its geometry after the node's rule or ``None`` when global
     without layout, whether the input is broadcast)."""
-    misaligned = set()
-    for _, rf, _, _ in cands:
-        misaligned.update(rf.misaligned_at)
-    is_global = any(rf.is_global for _, rf, _, _ in cands)
-    spatial = [(name, loc) for name, rf, loc, bcast in cands if loc is not None and not bcast]
+    misaligned: set[str] = set()
+    spatial: list[tuple[str, _Local]] = []
+    global_input = None
     for name, rf, loc, bcast in cands:
-        if bcast and not rf.is_global:
+        if rf.misaligned_at:
+            misaligned.update(rf.misaligned_at)
+        if rf.is_global:
+            if global_input is None:
+                global_input = name
+        elif bcast:
             misaligned.add(node.name)  # a fixed region read by every unit: not a regular field
+        if loc is not None and not bcast:
+            spatial.append((name, loc))
     local: Optional[_Local] = None
     max_input = None
     if spatial:
-        best_name, best = max(spatial, key=lambda t: t[1].area())  # first of equals
-        max_input = best_name
+        max_input, best = spatial[0]
+        best_area = best.area()
+        for name, loc in spatial:
+            if loc.area() > best_area:  # first of equals
+                max_input, best, best_area = name, loc, loc.area()
         if all(loc.jump == best.jump for _, loc in spatial):
-            lo = [min(loc.lo(a) for _, loc in spatial) for a in (0, 1)]
-            hi = [max(loc.hi(a) for _, loc in spatial) for a in (0, 1)]
-            local = _Local(
-                tuple(_q(hi[a] - lo[a] + 1) for a in (0, 1)), best.jump, tuple(_half(lo[a] + hi[a]) for a in (0, 1)),
-                tuple(max(loc.slack[a] for _, loc in spatial) for a in (0, 1)),
-            )  # type: ignore[arg-type]
-            if any(loc.start != best.start for _, loc in spatial):
+            (lo0, hi0), (lo1, hi1) = best.bounds()
+            (e0, e1), aligned = best.slack, True
+            for _, loc in spatial:
+                if loc is best:
+                    continue
+                (l0, h0), (l1, h1) = loc.bounds()
+                lo0, hi0, lo1, hi1 = min(lo0, l0), max(hi0, h0), min(lo1, l1), max(hi1, h1)
+                e0, e1 = max(e0, loc.slack[0]), max(e1, loc.slack[1])
+                aligned = aligned and loc.start == best.start
+            local = _Local((_q(hi0 - lo0 + 1), _q(hi1 - lo1 + 1)), best.jump, (_half(lo0 + hi0), _half(lo1 + hi1)),
+                           (e0, e1))
+            if not aligned:
                 misaligned.add(node.name)
         else:
             local = best
             misaligned.add(node.name)
-    if is_global:
-        globals_ = [name for name, rf, _, _ in cands if rf.is_global]
-        max_input = globals_[0]
-    if len(cands) == 1 or len({c[0] for c in cands}) == 1:
+    if global_input is not None:
+        max_input = global_input
+    if len(cands) == 1 or all(c[0] == cands[0][0] for c in cands):
         max_input = None
-    return _make(node, local, is_global, tuple(sorted(misaligned)), max_input, input_size)
+    return _make(node.meta["shape"], local, global_input is not None, tuple(sorted(misaligned)), max_input,
+                 input_size)
 
 
-def _make(node: Node, local: Optional[_Local], is_global: bool, misaligned: tuple[str, ...], max_input, input_size) -> RF:
-    h, w = input_size
-    out = node.shape
-    out_size = (out[1], out[2]) if out is not None and len(out) == 3 else None
+_new_rf = object.__new__
+
+
+def _rf(size, jump, start, is_global, misaligned, max_input, local_size, input_size, out_size, slack) -> RF:
+    # RF(...) without the frozen dataclass's per-field object.__setattr__ (this
+    # pass creates one per node); same fields, same values, still frozen after.
+    rf = _new_rf(RF)
+    rf.__dict__.update(size=size, jump=jump, start=start, is_global=is_global, aligned=not misaligned,
+                       misaligned_at=misaligned, max_input=max_input, local_size=local_size,
+                       input_size=input_size, out_size=out_size, slack=slack)
+    return rf
+
+
+def _make(out: tuple, local: Optional[_Local], is_global: bool, misaligned: tuple[str, ...], max_input,
+          input_size) -> RF:
+    out_size = (out[1], out[2]) if len(out) == 3 else None
     if is_global:
+        h, w = input_size
         if local is None:
-            jump = (h, w)
-            start = (_half(h - 1), _half(w - 1))
-        else:
-            jump, start = local.jump, local.start
-        slack = (0, 0) if local is None else local.slack
-        return RF((h, w), jump, start, True, not misaligned, misaligned, max_input,
-                  None if local is None else local.size, (h, w), out_size, slack)
-    assert local is not None
-    return RF(local.size, local.jump, local.start, False, not misaligned, misaligned, max_input, local.size, (h, w),
-              out_size, local.slack)
+            return _rf(input_size, input_size, (_half(h - 1), _half(w - 1)), True, misaligned, max_input, None,
+                       input_size, out_size, (0, 0))
+        return _rf(input_size, local.jump, local.start, True, misaligned, max_input, local.size, input_size,
+                   out_size, local.slack)
+    return _rf(local.size, local.jump, local.start, False, misaligned, max_input, local.size, input_size, out_size,
+               local.slack)
 
 
 def receptive_fields(graph: Graph) -> dict[str, RF]:
@@ -295,6 +331,8 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
 
     Returns:
         Node name -> :class:`RF` (the input node has size 1, jump 1, start 0).
+        Nodes whose field equals their input's (element-wise ops on the same
+        grid) share that input's (immutable) :class:`RF` object.
 
     Raises:
         GraphError: when the graph has no or several inputs, or a non-image input.
@@ -303,53 +341,66 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
     inputs = graph.input_nodes
     if len(inputs) != 1:
         raise GraphError(f"graph {graph.name}: receptive fields need exactly one input, got {len(inputs)}")
-    if any(n.shape is None for n in graph):
-        graph.infer_shapes()
+    steps = plan(graph)  # validates, so every shape is known
     in_shape = inputs[0].shape
     if len(in_shape) != 3:
         raise GraphError(f"input '{inputs[0].name}' of graph {graph.name} is {in_shape}, not an image (CxHxW)")
     input_size = (in_shape[1], in_shape[2])
-    one, zero = 1, 0
     fields: dict[str, RF] = {}
     locals_: dict[str, Optional[_Local]] = {}
-    for node in graph.topo_order():
-        if node.op == "input":
-            locals_[node.name] = _Local((one, one), (one, one), (zero, zero))
-            fields[node.name] = _make(node, locals_[node.name], False, (), None, input_size)
-            node.meta["rf"] = fields[node.name]
-            continue
-        shapes = [graph[i].shape for i in node.inputs]
-        op = get_op(node.op)
+
+    def window_rule(st):
+        op = st.op
         try:
-            rule = op.rf_in(graph, node, shapes, node.shape) if op.needs_graph else op.rf(node, shapes, node.shape)
+            return op.rf_in(graph, st.node, st.in_shapes, st.shape) if op.needs_graph else op.rf(st.node, st.in_shapes, st.shape)
         except NotImplementedError:
-            raise ArchlabError(f"{node.op} '{node.name}': op {node.op} has no receptive-field rule (Op.rf)") from None
+            return None
+
+    for (node, name, op, inputs, in_shapes, shape, reads, _, _), rule in zip(steps, per_sig(steps, window_rule)):
+        if not inputs and op.name == "input":
+            loc = locals_[name] = _Local((1, 1), (1, 1), (0, 0))
+            fields[name] = node.meta["rf"] = _make(shape, loc, False, (), None, input_size)
+            continue
+        if rule is None:
+            raise ArchlabError(f"{op.name} '{name}': op {op.name} has no receptive-field rule (Op.rf)")
+        if len(inputs) == 1 and reads[0] == "value" and rule != GLOBAL:
+            src_name, src_shape = inputs[0], in_shapes[0]
+            loc = locals_[src_name]
+            if loc is not None and len(src_shape) == 3 and not (src_shape[1] == src_shape[2] == 1 and len(shape) == 3
+                                                                and shape[1:] != (1, 1)):
+                # Fast path (most nodes): one spatial, non-broadcast input; what _merge does with one candidate.
+                src = fields[src_name]
+                if rule is POINTWISE or rule == POINTWISE:
+                    if src.max_input is None and src_shape[1:] == shape[1:]:
+                        # same grid, same field: share the input's (immutable) RF
+                        fields[name] = node.meta["rf"] = src
+                        locals_[name] = loc
+                        continue
+                else:
+                    loc = loc.through(rule)
+                locals_[name] = loc  # == the geometry of rf (its local geometry when global)
+                fields[name] = node.meta["rf"] = _make(shape, loc, src.is_global, src.misaligned_at, None,
+                                                       input_size)
+                continue
         # Inputs that only give a size or positions (upsample's "like", unpooling's indices) are not paths.
-        paths = [(i, s) for k, (i, s) in enumerate(zip(node.inputs, shapes)) if op.reads(k) == "value"]
+        paths = [(i, s) for i, s, what in zip(inputs, in_shapes, reads) if what == "value"]
         if rule == GLOBAL:
-            rf = _make(node, None, True, tuple(sorted({m for i, _ in paths for m in fields[i].misaligned_at})),
+            rf = _make(shape, None, True, tuple(sorted({m for i, _ in paths for m in fields[i].misaligned_at})),
                        None, input_size)
-        elif len(paths) == 1 and locals_[paths[0][0]] is not None and len(paths[0][1]) == 3 \
-                and not _is_broadcast(paths[0][1], node.shape):
-            # Fast path (most nodes): one spatial input; what _merge would do with one candidate.
-            src = fields[paths[0][0]]
-            loc = locals_[paths[0][0]] if rule == POINTWISE else locals_[paths[0][0]].through(rule)
-            rf = _make(node, loc, src.is_global, src.misaligned_at, None, input_size)
         else:
             cands = []
-            for name, shape in paths:
-                loc = locals_[name]
-                if loc is not None and len(shape) == 3:
+            for i, in_shape in paths:
+                loc = locals_[i]
+                if loc is not None and len(in_shape) == 3:
                     loc = loc.through(rule)
                 else:
                     loc = None  # no spatial layout left (flat, or global without positions)
-                cands.append((name, fields[name], loc, _is_broadcast(shape, node.shape)))
+                cands.append((i, fields[i], loc, _is_broadcast(in_shape, shape)))
             rf = _merge(node, cands, input_size)
         # Keep the spatial geometry (positions of units) for global nodes that still have a layout.
-        locals_[node.name] = None if (rf.is_global and rf.local_size is None) else _Local(
+        locals_[name] = None if (rf.is_global and rf.local_size is None) else _Local(
             rf.local_size if rf.is_global else rf.size, rf.jump, rf.start, rf.slack)
-        fields[node.name] = rf
-        node.meta["rf"] = rf
+        fields[name] = node.meta["rf"] = rf
     return fields
 
 

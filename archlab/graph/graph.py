@@ -39,12 +39,17 @@ class Graph:
         Raises:
             DuplicateNameError, UnknownOpError, ArityError, AttrError.
         """
+        return self._add(name, op, tuple(inputs), attrs)
+
+    def _add(self, name: str, op: str, inputs: tuple[str, ...], attrs: dict[str, Any], definition=None) -> Node:
+        """:meth:`add_node` with the attributes as a dict (the builder's entry, which
+        has looked up the op's ``definition`` already)."""
         if not isinstance(name, str) or not name:
             raise GraphError(f"node name must be a non-empty string, got {name!r}")
         if name in self._nodes:
             raise DuplicateNameError(f"{op} '{name}': a node named '{name}' already exists ({self._nodes[name].op})")
-        definition = get_op(op, node=name)
-        inputs = tuple(inputs)
+        if definition is None:
+            definition = get_op(op, node=name)
         lo, hi = definition.arity
         if len(inputs) < lo or (hi is not None and len(inputs) > hi):
             want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"

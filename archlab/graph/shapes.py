@@ -11,30 +11,35 @@ if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph.node import Node
 
 
-def infer_node(graph: Graph, node: Node) -> None:
-    """Infer one node's shape from its (already inferred) inputs."""
+def infer_node(graph: Graph, node: Node, op=None) -> None:
+    """Infer one node's shape from its inputs (inferring those first if needed);
+    ``op``: the node's op definition, when the caller has it at hand."""
     shapes = []
+    nodes = graph._nodes
     for i in node.inputs:
-        if i not in graph:
+        src = nodes.get(i)
+        if src is None:
             from archlab.errors import UnknownNodeError
 
             raise node_error(UnknownNodeError, node, f"input '{i}' does not exist")
-        s = graph[i].shape
+        s = src.meta.get("shape")
         if s is None:
-            infer_node(graph, graph[i])
-            s = graph[i].shape
+            infer_node(graph, src)
+            s = src.meta["shape"]
         shapes.append(s)
-    op = get_op(node.op, node=node.name)
+    if op is None:
+        op = get_op(node.op, node=node.name)
     # Ops whose output depends on nodes other than their inputs (max_unpool2d
     # restores the shape of its pool's input) set ``needs_graph``.
     shape = tuple(op.infer_shape_in(graph, node, shapes) if op.needs_graph else op.infer_shape(node, shapes))
-    if any((not isinstance(x, int)) or x <= 0 for x in shape):
-        raise node_error(
-            ShapeError, node,
-            f"output shape {fmt_shape(shape)} has a non-positive size "
-            f"(inputs {', '.join(fmt_shape(s) for s in shapes) or 'none'})",
-            fix="use a larger input or fewer downsampling stages",
-        )
+    for x in shape:
+        if not isinstance(x, int) or x <= 0:
+            raise node_error(
+                ShapeError, node,
+                f"output shape {fmt_shape(shape)} has a non-positive size "
+                f"(inputs {', '.join(fmt_shape(s) for s in shapes) or 'none'})",
+                fix="use a larger input or fewer downsampling stages",
+            )
     node.meta["shape"] = shape
 
 

@@ -16,8 +16,7 @@ made it, naming the node.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from archlab.errors import ArchlabError, AttrError, DuplicateNameError
 from archlab.graph import Graph
@@ -48,6 +47,25 @@ class Ref:
         return f"Ref({node_line(self.builder.graph[self.name])})"
 
 
+class _Scope:
+    """``with builder.scope(name):`` (a class, not a generator: zoo models open hundreds)."""
+
+    __slots__ = ("builder", "name", "outer")
+
+    def __init__(self, builder: GraphBuilder, name: str) -> None:
+        self.builder, self.name, self.outer = builder, name, ""
+
+    def __enter__(self) -> None:
+        b = self.builder
+        b._scopes.append(self.name)
+        self.outer, b._prefix = b._prefix, f"{b._prefix}{self.name}."
+
+    def __exit__(self, *exc: object) -> None:
+        b = self.builder
+        b._scopes.pop()
+        b._prefix = self.outer
+
+
 class GraphBuilder:
     """Builds a :class:`~archlab.graph.Graph` one node at a time.
 
@@ -59,27 +77,23 @@ class GraphBuilder:
     def __init__(self, name: str = "net", *, meta: dict[str, Any] | None = None):
         self.graph = Graph(name, meta=meta)
         self._scopes: list[str] = []
+        self._prefix = ""  # "a.b." inside scope("a"), scope("b")
 
     # -- scopes and names -------------------------------------------------------
-    @contextmanager
-    def scope(self, name: str | int) -> Iterator[None]:
-        """Prefix the names of nodes created inside with ``name.``."""
-        self._scopes.append(str(name))
-        try:
-            yield
-        finally:
-            self._scopes.pop()
+    def scope(self, name: str | int) -> _Scope:
+        """Prefix the names of nodes created inside with ``name.`` (a context manager)."""
+        return _Scope(self, str(name))
 
     def _full_name(self, name: str | int | None, op: str) -> str:
         if name is not None:
-            full = ".".join([*self._scopes, str(name)])
+            full = f"{self._prefix}{name}"
             if full in self.graph:
                 raise DuplicateNameError(
                     f"{op} '{full}': name already used by {self.graph[full].op} '{full}'; "
                     "give the node another name or leave name=None for an automatic one"
                 )
             return full
-        base = ".".join([*self._scopes, op])
+        base = f"{self._prefix}{op}"
         full, k = base, 0
         while full in self.graph:
             k += 1
@@ -93,25 +107,35 @@ class GraphBuilder:
 
     def node(self, op: str, *args: Any, name: str | int | None = None, **attrs: Any) -> Ref:
         """Add a node of ``op``; see the module docstring for the argument rules."""
+        return self._node(op, args, name, attrs)
+
+    def _node(self, op: str, args: tuple, name: str | int | None, attrs: dict[str, Any]) -> Ref:
         definition = get_op(op)
         inputs: list[str] = []
-        rest = list(args)
-        if rest and isinstance(rest[0], (list, tuple)) and rest[0] and all(isinstance(r, Ref) for r in rest[0]):
-            inputs = [r.name for r in rest.pop(0)]
-        while rest and isinstance(rest[0], Ref):
-            inputs.append(rest.pop(0).name)
-        if any(isinstance(r, Ref) for r in rest):
-            raise ArchlabError(f"{op}: node inputs must come before attribute values")
-        if len(rest) > len(definition.attrs):
-            raise AttrError(f"{op}: too many positional attributes {rest!r}; {op} takes {[a.name for a in definition.attrs]}")
-        for attr, value in zip(definition.attrs, rest):
-            if attr.name in attrs:
-                raise AttrError(f"{op}: attribute {attr.name} given twice")
-            attrs[attr.name] = value
+        k = 0
+        for a in args:
+            if not isinstance(a, Ref):
+                break
+            inputs.append(a.name)
+            k += 1
+        if k == 0 and args and isinstance(args[0], (list, tuple)) and args[0] \
+                and all(isinstance(r, Ref) for r in args[0]):
+            inputs = [r.name for r in args[0]]
+            k = 1
+        if k < len(args):
+            rest = args[k:]
+            if any(isinstance(r, Ref) for r in rest):
+                raise ArchlabError(f"{op}: node inputs must come before attribute values")
+            if len(rest) > len(definition.attrs):
+                raise AttrError(f"{op}: too many positional attributes {list(rest)!r}; {op} takes {[a.name for a in definition.attrs]}")
+            for attr, value in zip(definition.attrs, rest):
+                if attr.name in attrs:
+                    raise AttrError(f"{op}: attribute {attr.name} given twice")
+                attrs[attr.name] = value
         full = self._full_name(name, op)
-        node = self.graph.add_node(full, op, inputs, **attrs)
+        node = self.graph._add(full, op, tuple(inputs), attrs, definition)
         try:
-            infer_node(self.graph, node)
+            infer_node(self.graph, node, definition)
         except ArchlabError:
             self.graph.remove_node(full)
             raise
@@ -122,10 +146,11 @@ class GraphBuilder:
             raise AttributeError(f"GraphBuilder has no attribute or op '{op}'")
 
         def make(*args: Any, name: str | int | None = None, **attrs: Any) -> Ref:
-            return self.node(op, *args, name=name, **attrs)
+            return self._node(op, args, name, attrs)
 
         make.__name__ = op
         make.__doc__ = get_op(op).__doc__
+        self.__dict__[op] = make  # found directly from now on
         return make
 
     # -- finishing ------------------------------------------------------------------
@@ -138,5 +163,8 @@ class GraphBuilder:
         """Validate and return the graph. With no output marked, the last node is ``out``."""
         if not self.graph.outputs and len(self.graph):
             self.graph.set_output(self.graph.nodes[-1].name)
-        self.graph._cache["shapes"] = True  # every node was inferred when it was added
-        return self.graph.validate()
+        g = self.graph
+        # Every node was added after its inputs and inferred then: the creation
+        # order is topological, inputs exist and shapes are known.
+        g._cache.update(shapes=True, ordered=True, topo=list(g._nodes.values()))
+        return g.validate()

@@ -17,6 +17,7 @@ Files are read with PyYAML's safe loader (libyaml's when available).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +45,154 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _flow(obj: Any) -> str:
-    """One-line YAML for a mapping, list or scalar."""
+    """One-line YAML for a mapping, list or scalar, as PyYAML writes it (the reference
+    :func:`_emit` falls back to)."""
     if isinstance(obj, (dict, list)):
         return yaml.dump(obj, Dumper=_DUMPER, default_flow_style=True, width=10**9, sort_keys=False).strip()
     return _flow([obj])[1:-1]  # a bare scalar would get a document-end marker
 
 
+# A string PyYAML writes plain (unquoted) in flow style: it starts with a letter or
+# "_" and has no space, flow indicator (",[]{}"), ":", "#", quote or non-ASCII
+# character. Of these, only YAML 1.1's bool and null words resolve to something
+# other than a string (every number starts with a digit, sign or "."); those go to
+# PyYAML, as does every other string, so the output is PyYAML's byte for byte.
+_PLAIN_STR = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
+_RESERVED_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null", "y", "n"})
+_ONE_LINE = re.compile("[^\n\r\x85\u2028\u2029]*")  # no character PyYAML breaks a line at
+_SCALARS: dict[tuple, str] = {}  # (type, value) -> text, for what went to PyYAML
+_TEXTS: dict[str, str] = {}  # string -> text (node names recur from graph to graph)
+
+
+class _Fallback(Exception):
+    """What :func:`_emit` cannot write the way PyYAML would by itself."""
+
+
+def _text(v: Any) -> str:
+    """:func:`_scalar` of a string (raises :class:`_Fallback` for anything else)."""
+    if type(v) is not str:
+        raise _Fallback
+    text = _TEXTS.get(v)
+    if text is None:
+        text = _scalar(v)
+        if len(_TEXTS) < 65536:
+            _TEXTS[v] = text
+    return text
+
+
+def _scalar(v: Any) -> str:
+    t = type(v)
+    if t is str:
+        if _PLAIN_STR.fullmatch(v) and v.lower() not in _RESERVED_WORDS:
+            return v
+    elif t is int:
+        return str(v)
+    elif t is bool:
+        return "true" if v else "false"
+    elif v is None:
+        return "null"
+    if t is str and not _ONE_LINE.fullmatch(v):
+        raise _Fallback  # PyYAML indents a quoted string's continuation lines by nesting depth
+    key = (t, repr(v))  # repr: tells -0.0 from 0.0, 1 from 1.0 and True
+    text = _SCALARS.get(key)
+    if text is None:
+        text = _flow(v)
+        if len(_SCALARS) < 65536:
+            _SCALARS[key] = text
+    return text
+
+
+def _emit(obj: Any) -> str:
+    """:func:`_flow` of ``obj`` (a scalar, or lists and str-keyed dicts of scalars),
+    without PyYAML's per-call cost: the same one-line flow YAML, byte for byte.
+    Anything else (another key type, a key PyYAML would not write as a simple
+    key, a list or dict that occurs twice and so would get a YAML anchor) goes
+    to PyYAML whole."""
+    try:
+        return _emit_part(obj, set())
+    except _Fallback:
+        return _flow(obj)
+
+
+def _emit_part(obj: Any, seen: set[int]) -> str:
+    t = type(obj)
+    if t is list or t is dict:
+        if id(obj) in seen:
+            raise _Fallback
+        seen.add(id(obj))
+        if t is list:
+            return "[" + ", ".join([_emit_part(x, seen) for x in obj]) + "]"
+        parts = []
+        for k, v in obj.items():
+            if type(k) is not str or len(k) >= 128 or not _PLAIN_STR.fullmatch(k) or k.lower() in _RESERVED_WORDS:
+                raise _Fallback
+            parts.append(f"{k}: {_emit_part(v, seen)}")
+        return "{" + ", ".join(parts) + "}"
+    if t in (str, int, bool, float) or obj is None:
+        return _scalar(obj)
+    raise _Fallback
+
+
+_DEFAULTS: dict[str, tuple[Any, dict[str, Any]]] = {}  # op name -> (op definition, its defaults)
+
+
+def _defaults(op_name: str) -> dict[str, Any]:
+    op = get_op(op_name)
+    hit = _DEFAULTS.get(op_name)
+    if hit is None or hit[0] is not op:
+        hit = _DEFAULTS[op_name] = (op, op.defaults())
+    return hit[1]
+
+
+def _item(n, defaults: dict[str, Any]) -> dict[str, Any]:
+    """A node as its line's mapping: attributes equal to their defaults left out."""
+    item: dict[str, Any] = {"name": n.name, "op": n.op}
+    if n.inputs:
+        item["in"] = list(n.inputs)
+    for k, v in n.attrs.items():
+        if k in defaults and defaults[k] == v:
+            continue
+        item[k] = _plain(v)
+    return item
+
+
+def _node_line(n, defaults: dict[str, Any]) -> str:
+    """``_emit(_item(n, defaults))`` without building the mapping (raises :class:`_Fallback`)."""
+    parts = ["name: " + _text(n.name), "op: " + _text(n.op)]
+    if n.inputs:
+        parts.append("in: [" + ", ".join([_text(x) for x in n.inputs]) + "]")
+    seen: set[int] = set()
+    keep = []  # the values written, alive until the end (their ids stay theirs)
+    for k, v in n.attrs.items():
+        if k in defaults and defaults[k] == v:
+            continue
+        if k in _RESERVED or _text(k) != k or len(k) >= 128:
+            raise _Fallback  # a key that is not a plain simple key, or one that replaces name/op/in
+        t = type(v)
+        if t is int:
+            parts.append(f"{k}: {v}")
+        elif t is str:
+            parts.append(f"{k}: {_text(v)}")
+        else:
+            v = _plain(v)
+            keep.append(v)
+            parts.append(f"{k}: {_emit_part(v, seen)}")
+    return "- {" + ", ".join(parts) + "}"
+
+
 def dump(graph: Graph) -> str:
     """The description-file text of ``graph``."""
-    lines = [f"format: {FORMAT}", f"name: {_flow(graph.name)}"]
+    lines = [f"format: {FORMAT}", f"name: {_emit(graph.name)}"]
     if graph.meta:
-        lines.append(f"meta: {_flow(graph.meta)}")
+        lines.append(f"meta: {_emit(graph.meta)}")
     lines.append("nodes:")
     for n in graph.nodes:
-        defaults = get_op(n.op).defaults()
-        item: dict[str, Any] = {"name": n.name, "op": n.op}
-        if n.inputs:
-            item["in"] = list(n.inputs)
-        for k, v in n.attrs.items():
-            if k in defaults and defaults[k] == v:
-                continue
-            item[k] = _plain(v)
-        lines.append(f"- {_flow(item)}")
-    lines.append(f"outputs: {_flow(dict(graph.outputs))}")
+        defaults = _defaults(n.op)
+        try:
+            lines.append(_node_line(n, defaults))
+        except _Fallback:
+            lines.append(f"- {_emit(_item(n, defaults))}")
+    lines.append(f"outputs: {_emit(dict(graph.outputs))}")
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,13 @@ class Op:
     """Base class of op definitions. Subclasses set the class attributes and
     override the rules that apply to them.
 
+    Contract of the rules (``infer_shape``, ``params``, ``buffers``, ``macs``,
+    ``rf``, ``memory``): they are functions of the node's op, attributes and
+    shapes only (the node's name is for error messages), so the analyzers
+    evaluate them once for nodes that agree on those
+    (:func:`archlab.graph.plan.per_sig`). A rule that must read other nodes sets
+    ``needs_graph``. ``canonical_attrs`` is memoised per op on the given values.
+
     Class attributes:
         name: the op's registered name (``conv2d``).
         arity: ``(min, max)`` number of inputs; ``max`` ``None`` means unbounded.
@@ -61,6 +68,20 @@ class Op:
     def canonical_attrs(self, node_name: str, given: dict[str, Any]) -> dict[str, Any]:
         """Validate ``given`` and return all attributes (defaults filled in),
         in declaration order, canonicalised."""
+        types = tuple(map(type, given.values()))
+        key = (tuple(given.items()), types) if _SCALARS.issuperset(types) else _memo_key(given)
+        memo = self.__dict__.get("_canon_memo")
+        if memo is None:
+            memo = self.__dict__["_canon_memo"] = {}
+        hit = memo.get(key) if key is not None else None
+        if hit is not None:
+            return hit.copy()
+        out = self._canonical_attrs(node_name, given)
+        if key is not None and len(memo) < 4096:
+            memo[key] = dict(out)
+        return out
+
+    def _canonical_attrs(self, node_name: str, given: dict[str, Any]) -> dict[str, Any]:
         known = {a.name: a for a in self.attrs}
         unknown = [k for k in given if k not in known]
         if unknown:
@@ -154,6 +175,27 @@ class Op:
     def shape_error(self, cls, node: Node, shapes: Sequence[Shape], message: str, fix: str | None = None):
         seen = ", ".join(fmt_shape(s) for s in shapes)
         return node_error(cls, node, f"got input {seen}: {message}", fix=fix)
+
+
+_SCALARS = frozenset((int, float, str, bool, type(None)))
+
+
+def _memo_key(given: dict[str, Any]) -> tuple | None:
+    """A hashable key for ``given`` that tells apart everything canonicalisation
+    does (``1`` from ``True``, a list from a tuple), or ``None`` when some value is
+    not a plain scalar or a sequence of ints (then the attributes are not memoised)."""
+    types = tuple(map(type, given.values()))
+    if _SCALARS.issuperset(types):
+        return tuple(given.items()), types
+    parts = []
+    for (k, v), t in zip(given.items(), types):
+        if t in _SCALARS:
+            parts.append((k, v))
+        elif (t is tuple or t is list) and all(type(x) is int for x in v):
+            parts.append((k, tuple(v)))
+        else:
+            return None
+    return tuple(parts), types
 
 
 _REGISTRY: dict[OpName, Op] = {}

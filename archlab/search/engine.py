@@ -18,6 +18,13 @@ fp32), ``rf`` (output receptive field), ``reward``, ``eval_s`` (evaluation wall
 time), ``overhead_s`` (the engine's own time before the final ``tell``: sampling,
 analysis, storage writes), ``worker`` (host:pid) and ``pruned_reason``.
 
+On an RDB storage (SQLite, PostgreSQL, MySQL) the worker goes through
+:class:`~archlab.search.worker_storage.WorkerStorage`: a trial is created in one
+transaction, its params and attrs are written in one more before the evaluation
+(so a retry of a crashed evaluation has them), and the attrs set after it
+(``reward``, ``eval_s``, ``overhead_s``) are written together with its values
+and end state, so a finished trial always holds all its attrs.
+
 Exactly ``n_trials`` finished trials (COMPLETE or PRUNED) end up in the study,
 however many workers share it and however often it is resumed: a worker asks
 for a trial only while fewer than ``n_trials`` are finished, running or
@@ -28,6 +35,7 @@ after the grace period and its retry is run.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -43,12 +51,16 @@ from archlab.errors import ArchlabError
 from archlab.graph import Graph
 from archlab.search.constraints import Constraints, Metrics, measure
 from archlab.search.storage import Heartbeat, heartbeat_enabled, open_storage
+from archlab.search.worker_storage import worker_storage
 
 ARCH_CHUNK = 60_000
 """Characters per ``arch`` attr (MySQL's TEXT holds 65,535 bytes; SQLite/PostgreSQL have no limit)."""
 
 OBJECTIVES = {"reward": "maximize", "params": "minimize", "macs": "minimize", "memory": "minimize"}
 """Values a trial can report, with their direction."""
+
+STALE_CHECK_S = 1.0
+"""At most this often (seconds) a worker looks for stale trials (with heartbeats; the grace period is longer)."""
 
 MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -201,6 +213,7 @@ class Worker:
         if storage is None or isinstance(storage, str):
             storage = open_storage(storage, heartbeat_interval=config.heartbeat_interval,
                                    grace_period=config.grace_period, max_retry=config.max_retry)
+        storage = worker_storage(storage)  # RDB: trial writes batched, study reads cached
         name = config.study or f"{os.path.splitext(os.path.basename(config.space))[0]}-{sampler_key(config.sampler)}"
         directions = [OBJECTIVES[o] for o in objectives]
         if name in optuna.get_all_study_names(storage):
@@ -227,20 +240,23 @@ class Worker:
         cfg, study = self.config, self.study
         start, ran, overheads = time.perf_counter(), 0, []
         beats = heartbeat_enabled(study._storage)
+        checked = -math.inf
         while cfg.timeout is None or time.perf_counter() - start < cfg.timeout:
-            if beats:
+            if beats and time.monotonic() - checked >= STALE_CHECK_S:
+                checked = time.monotonic()
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     optuna.storages.fail_stale_trials(study)
-            finished, live, waiting = self._counts()
-            if finished >= cfg.n_trials:
-                break
-            if live >= cfg.n_trials and not waiting:  # a waiting trial (a retry) is ours to run
-                if not beats:
-                    break  # the running trials' workers finish the study
-                time.sleep(0.5)  # a running trial may be stale: wait for it to finish or fail
-                continue
-            frozen, overhead = self._one_trial()
+            with self._pinned():  # until the graph is built, the study is read once
+                finished, live, waiting = self._counts()
+                if finished >= cfg.n_trials:
+                    break
+                if live >= cfg.n_trials and not waiting:  # a waiting trial (a retry) is ours to run
+                    if not beats:
+                        break  # the running trials' workers finish the study
+                    time.sleep(0.5)  # a running trial may be stale: wait for it to finish or fail
+                    continue
+                frozen, overhead = self._one_trial()
             if frozen is None:
                 continue
             ran += 1
@@ -248,6 +264,22 @@ class Worker:
             if progress is not None:
                 progress(Progress(self._counts()[0], cfg.n_trials, best_reward(study), ran / (time.perf_counter() - start), frozen))
         return SearchResult(study, ran, overheads)
+
+    def _pinned(self):
+        pinned = getattr(self.study._storage, "pinned", None)
+        return pinned() if pinned is not None else contextlib.nullcontext()
+
+    def _unpin(self) -> None:
+        unpin = getattr(self.study._storage, "unpin", None)
+        if unpin is not None:
+            unpin()
+
+    def _flush(self, trial: optuna.Trial) -> None:
+        """Make the trial's params and attrs so far durable (one transaction on a
+        :class:`~archlab.search.worker_storage.WorkerStorage`; other storages wrote them already)."""
+        flush = getattr(self.study._storage, "flush", None)
+        if flush is not None:
+            flush(trial._trial_id)
 
     def _one_trial(self) -> tuple[FrozenTrial | None, float]:
         study, cfg = self.study, self.config
@@ -257,8 +289,10 @@ class Worker:
             # this loop stamps them itself (storage.Heartbeat).
             warnings.simplefilter("ignore", UserWarning)
             trial = study.ask()
-        below = [t for t in study.get_trials(deepcopy=False, states=_LIVE) if t.number < trial.number]
-        if len(below) >= cfg.n_trials:  # lost the race for the last slot: give it back
+        # Live trials numbered below this one. Numbers are dense, so a number this
+        # worker's view lacks (a trial made since its last read) counts as live.
+        gone = sum(t.number < trial.number and t.state not in _LIVE for t in study.get_trials(deepcopy=False))
+        if trial.number - gone >= cfg.n_trials:  # lost the race for the last slot: give it back
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
             return None, 0.0
@@ -285,6 +319,8 @@ class Worker:
             if "returned a" in str(e):
                 raise
             return self._prune(trial, f"invalid architecture: {' '.join(str(e).split())}"), None, 0.0
+        finally:
+            self._unpin()  # the evaluation may take long: later reads see the study as it is then
         metrics, text = self._describe(trial, graph)
         for k in range(0, max(len(text), 1), ARCH_CHUNK):
             trial.set_user_attr("arch" if k == 0 else f"arch_{k // ARCH_CHUNK}", text[k:k + ARCH_CHUNK])
@@ -294,6 +330,7 @@ class Worker:
         if reason is not None:
             trial.set_user_attr("overhead_s", time.perf_counter() - t0)
             return self._prune(trial, reason), None, 0.0
+        self._flush(trial)  # params and attrs durable before the evaluation (a retry reuses the params)
         t1 = time.perf_counter()
         reward = float(self.evaluator(trial, graph))
         eval_s = time.perf_counter() - t1

@@ -10,6 +10,11 @@ Spellings accepted by :func:`open_storage` (and ``--storage``):
   file ``PATH`` (safe for several processes on one machine, no database);
 * ``:memory:``: an in-process study (tests; nothing persists).
 
+A search worker wraps an RDB storage in
+:class:`~archlab.search.worker_storage.WorkerStorage` (:func:`~archlab.search.worker_storage.worker_storage`),
+which batches the writes of the trials it runs into three transactions a trial
+and caches the study's trials; journal and in-memory storages are used as they are.
+
 Heartbeats exist only for RDB storages (Optuna's ``BaseHeartbeat``): every
 running trial's worker stamps the trial each ``heartbeat_interval`` seconds; a
 trial whose stamp is older than ``grace_period`` is marked FAIL by the next
@@ -21,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import optuna
@@ -159,11 +165,13 @@ def open_storage(
 def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
     """Write-ahead log and ``synchronous=NORMAL`` on every connection to the file.
 
-    A trial makes ~25 small commits (params, attrs, state); with SQLite's default
-    rollback journal each one waits for an fsync (~3 ms). In WAL mode a commit
-    is an append, readers do not block the writer (several workers), and a
-    crashed process loses no committed transaction (only a power loss can drop
-    the last ones). WAL needs the file on a local disk, not a network share.
+    A search trial commits three times (:class:`~archlab.search.worker_storage.WorkerStorage`: create, params and
+    attrs, end state), and Optuna's own calls commit once per param and attr;
+    with SQLite's default rollback journal each commit waits for an fsync (~3 ms).
+    In WAL mode a commit is an append, readers do not block the writer (several
+    workers), and a crashed process loses no committed transaction (only a power
+    loss can drop the last ones). WAL needs the file on a local disk, not a
+    network share.
     """
     from sqlalchemy import event
 
@@ -189,33 +197,81 @@ class Heartbeat:
     daemon thread (what ``Study.optimize`` does, for the engine's ask/tell loop).
 
     A no-op when the storage has no heartbeats. The first stamp is written
-    before ``__enter__`` returns.
+    before ``__enter__`` returns (by :class:`~archlab.search.worker_storage.WorkerStorage` when it creates the
+    trial). The stamping thread is one per storage, shared by its trials and kept
+    between them (starting and joining a thread per trial costs milliseconds on a
+    busy machine); after ``__exit__`` the trial gets no further stamp.
     """
 
     def __init__(self, storage: BaseStorage, trial_id: int) -> None:
         self._storage, self._trial_id = storage, trial_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._beater: _Beater | None = None
 
     def __enter__(self) -> "Heartbeat":
         if heartbeat_enabled(self._storage):
-            interval = self._storage.get_heartbeat_interval()
-            self._storage.record_heartbeat(self._trial_id)
-            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
-            self._thread.start()
+            stamped = getattr(self._storage, "stamped_at_creation", None)
+            if stamped is None or not stamped(self._trial_id):
+                self._storage.record_heartbeat(self._trial_id)
+            self._beater = _Beater.of(self._storage)
+            self._beater.add(self._trial_id)
         return self
 
-    def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            try:
-                self._storage.record_heartbeat(self._trial_id)
-            except Exception:  # a lost connection must not kill the worker; the next beat retries
-                pass
-
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._beater is not None:
+            self._beater.remove(self._trial_id)
+
+
+class _Beater:
+    """The daemon thread stamping a storage's running trials (see :class:`Heartbeat`).
+    It ends when its storage is gone or it has had no trial for :attr:`IDLE_S` seconds;
+    the next trial starts another."""
+
+    IDLE_S = 60.0
+    _all: "weakref.WeakKeyDictionary[BaseStorage, _Beater]" = weakref.WeakKeyDictionary()
+    _all_lock = threading.Lock()
+
+    @classmethod
+    def of(cls, storage: BaseStorage) -> "_Beater":
+        with cls._all_lock:
+            beater = cls._all.get(storage)
+            if beater is None:
+                beater = cls._all[storage] = cls(storage)
+            return beater
+
+    def __init__(self, storage: BaseStorage) -> None:
+        self._storage = weakref.ref(storage)
+        self._interval = float(storage.get_heartbeat_interval())
+        self._lock = threading.Lock()
+        self._trials: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    def add(self, trial_id: int) -> None:
+        with self._lock:
+            self._trials.add(trial_id)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="archlab-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, trial_id: int) -> None:
+        with self._lock:  # a stamp in progress finishes first: none follows
+            self._trials.discard(trial_id)
+
+    def _run(self) -> None:
+        idle = 0.0
+        while True:
+            time.sleep(self._interval)
+            storage = self._storage()
+            with self._lock:
+                if storage is None or (not self._trials and idle >= self.IDLE_S):
+                    self._thread = None
+                    return
+                idle = 0.0 if self._trials else idle + self._interval
+                for trial_id in sorted(self._trials):
+                    try:
+                        storage.record_heartbeat(trial_id)
+                    except Exception:  # a lost connection must not kill the worker; the next beat retries
+                        pass
+            del storage
 
 
 __all__ = ["DEFAULT_STORAGE", "open_storage", "default_storage_url", "heartbeat_enabled", "Heartbeat"]

@@ -8,8 +8,9 @@ torchvision builder that has the same architecture (if any).
 from __future__ import annotations
 
 import fnmatch
+import functools
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from archlab.errors import ArchlabError, ModelNotFoundError
 from archlab.graph import Graph
@@ -49,9 +50,7 @@ class ModelInfo:
         kwargs = {**self.defaults, "input_shape": self.input_shape, **cfg}
         if isinstance(kwargs["input_shape"], int):
             kwargs["input_shape"] = (3, kwargs["input_shape"], kwargs["input_shape"])
-        import inspect
-
-        accepted = inspect.signature(self.builder).parameters
+        accepted = _parameters(self.builder)
         unknown = sorted(k for k in kwargs if k not in accepted)
         if unknown:
             options = ", ".join(k for k in accepted if k != "name")
@@ -123,3 +122,11 @@ def model_info(name: str) -> ModelInfo:
 def get_model(name: str, **cfg: Any) -> Graph:
     """Build zoo model ``name`` (``num_classes=``, ``input_shape=``, variant options)."""
     return model_info(name).build(**cfg)
+
+
+@functools.lru_cache(maxsize=None)
+def _parameters(builder) -> Mapping[str, Any]:
+    """The keyword parameters a model builder accepts (inspected once per builder)."""
+    import inspect
+
+    return inspect.signature(builder).parameters

@@ -1,4 +1,4 @@
-"""The REINFORCE controller: an LSTM policy over named decisions, its Adam and its baseline.
+"""The REINFORCE controller: an LSTM policy over named decisions, its Adam and reward statistics.
 
 The policy follows Zoph & Le (ICLR 2017): one LSTM step per decision, one softmax
 per decision, and the sampled token's embedding fed to the next step. Decisions
@@ -17,8 +17,11 @@ would differ between workers that met the keys in different orders.
 """
 from __future__ import annotations
 
+import bisect
 import io
+import math
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -32,6 +35,7 @@ Decision = tuple[DecisionKey, int, int]
 
 _BETAS = (0.9, 0.999)  # Adam's defaults (Kingma & Ba); ENAS and Zoph & Le keep them
 _EPS = 1e-8
+_FORMAT = 2  # of to_bytes; 2 added the reward window
 _SHARED = ("lstm.w_ih", "lstm.w_hh", "lstm.b", "start")
 _PER_KEY = ("emb", "query", "head_w", "head_b")
 
@@ -40,18 +44,42 @@ _PER_KEY = ("emb", "query", "head_w", "head_b")
 class ReinforceConfig:
     """Hyperparameters of :class:`~archlab.search.samplers.ReinforceSampler`.
 
-    The defaults follow the ENAS controller (Pham et al. 2018) where they apply and
-    are tuned for searches of a few hundred trials, one controller update per trial.
+    The network and optimiser defaults follow the ENAS controller (Pham et al.
+    2018) where they apply and are tuned for searches of a few hundred trials, one
+    controller update per trial. Two defaults depart from Zoph & Le / ENAS,
+    because they made the difference on NAS-Bench-201 (``benchmarks/README.md``):
+    the advantage is rank-based (``advantage="rank"``), and a decision sequence
+    that a finished trial already has is not proposed again (``avoid_duplicates``).
     """
 
     hidden_size: int = 64  # LSTM width; ENAS uses 64-100; 64 keeps a snapshot near 0.5 MB
     lr: float = 1e-3  # Adam step; the top of ENAS's 3.5e-4..1e-3, as one trial gives one update
-    baseline_decay: float = 0.95  # reward EMA; ~20-trial memory tracks a search of 100s of trials
+    baseline_decay: float = 0.95  # reward EMA, the baseline of "raw" and "zscore"; ~20-trial memory
     entropy_weight: float = 1e-4  # entropy bonus in the loss (ENAS), keeps the policy exploring
     tanh_constant: float | None = 2.5  # logits = c*tanh(logits/T) (ENAS); caps max prob, None = off
     temperature: float = 1.0  # softmax temperature applied before the tanh clipping
     init_range: float = 0.1  # every weight starts uniform in [-r, r] (ENAS), so choices start even
     failure_reward: float | None = None  # reward for FAIL/PRUNED trials; None skips their update
+    # How a reward becomes the advantage A that scales the gradient of the
+    # trajectory's log-probability (the loss is -A log p - entropy_weight H):
+    # "rank" (default): A = 2q - 1 in [-1, 1], q the fraction of the previous
+    #   ``reward_window`` rewards that this one beats (ties count half). The window's
+    #   median acts as the baseline; A ignores the reward's scale and outliers, so
+    #   a few terrible candidates (a diverged run, a broken cell) do not dominate
+    #   Adam's second moment and shrink every other update.
+    # "raw": A = reward - baseline (Zoph & Le, ENAS), in reward units.
+    # "zscore": A = (reward - baseline) / std of the previous ``reward_window`` rewards.
+    # The first reward has A = 0.
+    advantage: str = "rank"
+    reward_window: int = 50  # previous rewards "rank" and "zscore" compare with (~ the policy now)
+    updates_per_record: int = 1  # Adam steps on each record, each on a recomputed gradient
+    # Give probability 0 to every choice after which only decision sequences of
+    # COMPLETE or PRUNED trials remain, so the controller proposes no candidate
+    # twice until the space is exhausted (a FAIL may be transient, a dead worker:
+    # those are proposed again). The update still uses the unmasked policy's
+    # log-probability. Trials with parameters left to the numeric fallback are
+    # not counted as taken.
+    avoid_duplicates: bool = True
     numeric: str = "discretize"  # int/float params: "discretize" into tokens or "fallback" random
     numeric_bins: int = 10  # grid points for a float (or a wide int) that is discretized
     max_int_choices: int = 32  # ints with at most this many values get one token per value
@@ -67,6 +95,10 @@ class ReinforceConfig:
             raise ValueError(f"numeric must be 'discretize' or 'fallback', got {self.numeric!r}")
         if self.numeric_bins < 2 or self.snapshot_every < 1 or self.chunk_chars < 64:
             raise ValueError("numeric_bins >= 2, snapshot_every >= 1 and chunk_chars >= 64")
+        if self.advantage not in ("raw", "zscore", "rank"):
+            raise ValueError(f"advantage must be 'raw', 'zscore' or 'rank', got {self.advantage!r}")
+        if self.reward_window < 2 or self.updates_per_record < 1:
+            raise ValueError("reward_window >= 2 and updates_per_record >= 1")
 
 
 class Controller:
@@ -80,6 +112,8 @@ class Controller:
         upto: Trial-number watermark of the update log this state was built from;
             written by the sampler, which owns the meaning (see ``reinforce.py``).
         baseline: EMA of past rewards, ``None`` before the first update.
+        rewards: The last ``reward_window`` rewards, oldest first (for the
+            "zscore" and "rank" advantages).
     """
 
     def __init__(self, config: ReinforceConfig, seed: int) -> None:
@@ -92,6 +126,7 @@ class Controller:
         self.count = 0
         self.upto = 0
         self.baseline: float | None = None
+        self.rewards: deque[float] = deque(maxlen=config.reward_window)
         h = config.hidden_size
         for name, shape in zip(_SHARED, ((4 * h, h), (4 * h, h), (4 * h,), (h,))):
             self.params[name] = self._initial(name, shape)
@@ -123,6 +158,7 @@ class Controller:
         other.v = {k: t.clone() for k, t in self.v.items()}
         other.steps = dict(self.steps)
         other.count, other.upto, other.baseline = self.count, self.upto, self.baseline
+        other.rewards = deque(self.rewards, maxlen=self.rewards.maxlen)
         return other
 
     # ------------------------------------------------------------------ policy
@@ -165,29 +201,53 @@ class Controller:
         return logp, entropy
 
     # ------------------------------------------------------------------ update
-    def apply(self, decisions: Sequence[Decision], reward: float) -> None:
-        """One REINFORCE step on a trajectory with its reward; increments ``count``.
+    def advantage(self, reward: float) -> float:
+        """The advantage of ``reward`` given the rewards applied so far (see ``ReinforceConfig``).
 
-        The advantage is ``reward - baseline`` with the baseline from *before* this
-        reward (the first reward initialises it, so the first update only carries
-        the entropy bonus); then the baseline moves towards the reward.
+        The first reward has advantage 0 (it initialises the baseline), so the first
+        update only carries the entropy bonus.
+        """
+        reward = float(reward)
+        if self.baseline is None or not self.rewards:
+            return 0.0
+        mode = self.config.advantage
+        if mode == "raw":
+            return reward - self.baseline
+        if mode == "zscore":
+            n = len(self.rewards)
+            mean = math.fsum(self.rewards) / n
+            var = math.fsum((r - mean) ** 2 for r in self.rewards) / n
+            return 0.0 if var <= 0.0 else (reward - self.baseline) / math.sqrt(var)
+        ordered = sorted(self.rewards)
+        below = bisect.bisect_left(ordered, reward)
+        ties = bisect.bisect_right(ordered, reward) - below
+        return 2.0 * (below + 0.5 * ties) / len(ordered) - 1.0
+
+    def apply(self, decisions: Sequence[Decision], reward: float) -> None:
+        """REINFORCE steps on a trajectory with its reward; increments ``count``.
+
+        The advantage (:meth:`advantage`) compares the reward with those *before* it;
+        then the baseline moves towards the reward and the reward joins the window.
+        ``updates_per_record`` Adam steps are taken, each on a fresh gradient.
         """
         cfg = self.config
         reward = float(reward)
         if decisions:
-            baseline = reward if self.baseline is None else self.baseline
-            advantage = reward - baseline
-            logp, entropy = self.score(decisions)
-            loss = -advantage * logp - cfg.entropy_weight * entropy
+            advantage = self.advantage(reward)
             names = list(_SHARED) + [f"{part}.{k}" for k in dict.fromkeys(d[0] for d in decisions)
                                      for part in _PER_KEY]
-            grads = torch.autograd.grad(loss, [self.params[n] for n in names], allow_unused=True)
-            with torch.no_grad():
-                for name, grad in zip(names, grads):
-                    if grad is not None:
-                        self._adam(name, grad)
+            for _ in range(cfg.updates_per_record):
+                logp, entropy = self.score(decisions)
+                loss = -advantage * logp - cfg.entropy_weight * entropy
+                grads = torch.autograd.grad(loss, [self.params[n] for n in names],
+                                            allow_unused=True)
+                with torch.no_grad():
+                    for name, grad in zip(names, grads):
+                        if grad is not None:
+                            self._adam(name, grad)
         self.baseline = reward if self.baseline is None else (
             cfg.baseline_decay * self.baseline + (1.0 - cfg.baseline_decay) * reward)
+        self.rewards.append(reward)
         self.count += 1
 
     def _adam(self, name: str, grad: torch.Tensor) -> None:
@@ -195,8 +255,9 @@ class Controller:
         # tensors of this size (16k) to OpenMP, whose wake-ups cost milliseconds
         # per op on a busy machine; numpy stays on the calling thread.
         b1, b2 = _BETAS
-        m = self.m.setdefault(name, torch.zeros_like(grad)).numpy()
-        v = self.v.setdefault(name, torch.zeros_like(grad)).numpy()
+        if name not in self.m:
+            self.m[name], self.v[name] = torch.zeros_like(grad), torch.zeros_like(grad)
+        m, v = self.m[name].numpy(), self.v[name].numpy()
         g = grad.numpy()
         t = self.steps.get(name, 0) + 1
         self.steps[name] = t
@@ -216,8 +277,9 @@ class Controller:
         """
         touched = sorted(self.steps)
         blob = {
-            "format": 1, "seed": self.seed, "count": self.count, "upto": self.upto,
-            "baseline": self.baseline, "hidden": self.config.hidden_size,
+            "format": _FORMAT, "seed": self.seed, "count": self.count, "upto": self.upto,
+            "baseline": self.baseline, "rewards": list(self.rewards),
+            "hidden": self.config.hidden_size,
             "params": {k: self.params[k].detach() for k in touched},
             "m": {k: self.m[k] for k in touched}, "v": {k: self.v[k] for k in touched},
             "steps": {k: self.steps[k] for k in touched},
@@ -234,7 +296,7 @@ class Controller:
             ValueError: The bytes are from another format or another hidden size.
         """
         blob = torch.load(io.BytesIO(data), weights_only=True)
-        if blob.get("format") != 1 or blob.get("hidden") != config.hidden_size:
+        if blob.get("format") != _FORMAT or blob.get("hidden") != config.hidden_size:
             raise ValueError("snapshot has another format or hidden size")
         ctl = cls(config, blob["seed"])
         params = blob["params"]
@@ -250,5 +312,6 @@ class Controller:
         ctl.v = {k: t.clone() for k, t in blob["v"].items()}
         ctl.steps = {k: int(s) for k, s in blob["steps"].items()}
         ctl.count, ctl.upto, ctl.baseline = int(blob["count"]), int(blob["upto"]), blob["baseline"]
+        ctl.rewards = deque((float(r) for r in blob["rewards"]), maxlen=config.reward_window)
         return ctl
 

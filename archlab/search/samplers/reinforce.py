@@ -2,7 +2,10 @@
 
 Zoph & Le (ICLR 2017): a controller samples an architecture one decision at a
 time, the architecture is evaluated for a reward R, and the gradient of the
-sample's log-probability is scaled by ``R - baseline``. Here every
+sample's log-probability is scaled by an advantage: by default the rank of R
+among the last ``reward_window`` rewards, mapped to [-1, 1]
+(``ReinforceConfig.advantage``; Zoph & Le's ``R - baseline`` is
+``advantage="raw"``). Here every
 ``trial.suggest_*`` call of a define-by-run space is one controller step, in
 suggestion order, so a space whose later decisions depend on earlier ones works
 unchanged; new parameter names (or new choice sets) grow the controller.
@@ -15,9 +18,9 @@ State in storage, as an update log
     *stable* state covering every trial numbered below the first unfinished
     trial, plus a *live* state that also applies the records of later finished
     trials; it samples from the live state. Every ``snapshot_every`` updates the
-    stable state (weights, Adam moments, baseline, update count) is written to
-    the study system attrs in chunks, so a restart replays at most that many
-    records. Per trial this costs one small write instead of a ~0.5 MB state.
+    stable state (weights, Adam moments, baseline, reward window, update count)
+    is written to the study system attrs in chunks, so a restart replays at most
+    that many records. Per trial this costs one small write instead of a ~0.5 MB state.
 
 Concurrency semantics
     No update is ever lost or applied twice, and workers that have seen the same
@@ -30,6 +33,16 @@ Concurrency semantics
     stable point back (the tail keeps being applied); use RDB heartbeats so such
     trials become FAIL. Snapshot writes are last-writer-wins over two slots with
     a SHA-256 check; a torn snapshot is skipped and the log replayed instead.
+
+No repeated candidates
+    With ``avoid_duplicates`` (default) the sampler keeps a prefix tree of the
+    decision sequences of the study's COMPLETE and PRUNED trials, and at each
+    step gives probability 0 to the choices after which every continuation is
+    such a trial. So, in a space whose decisions follow from the earlier ones, no
+    candidate is proposed twice while an untried one is left (a running trial of
+    another worker is not known yet and can be met again; enqueued parameters
+    are taken as given). This changes only the draws, never a record or an
+    update: the records, and so the controller, stay what they were.
 
 Failed and pruned trials
     By default they update nothing (no reward is known; a pruned trial's
@@ -67,10 +80,48 @@ _log = logging.getLogger(__name__)
 class _Rollout:
     """A trial's recurrent state while its decisions are being sampled."""
 
-    def __init__(self, ctl: Controller) -> None:
+    def __init__(self, ctl: Controller, node: _Node | None) -> None:
         self.state = ctl.begin()
         self.decisions: list[Decision] = []
         self.seen: set[str] = set()
+        self.node = node  # where the decisions so far lead in the tree of finished trials
+
+
+class _Node:
+    """A prefix of decision sequences of finished trials (a node of their prefix tree).
+
+    ``done`` marks a prefix that is itself a finished trial's whole sequence, or
+    one whose every continuation is: proposing it again would re-run a trial.
+    """
+
+    __slots__ = ("children", "done")
+
+    def __init__(self) -> None:
+        self.children: dict[tuple[str, int], dict[int, _Node]] = {}  # (key, n) -> index -> node
+        self.done = False
+
+    def add(self, decisions: Sequence[Decision]) -> None:
+        """Insert a finished trial's sequence and update ``done`` along its path."""
+        path = [self]
+        for key, n, index in decisions:
+            path.append(path[-1].children.setdefault((key, n), {}).setdefault(index, _Node()))
+        path[-1].done = True
+        for (key, n, _), node in zip(reversed(decisions), reversed(path[:-1])):
+            if node.done:
+                break
+            kids = node.children[(key, n)]
+            node.done = len(kids) == n and all(k.done for k in kids.values())
+            if not node.done:
+                break
+
+    def child(self, key: str, n: int, index: int) -> _Node | None:
+        kids = self.children.get((key, n))
+        return None if kids is None else kids.get(index)
+
+    def exhausted(self, key: str, n: int) -> list[bool]:
+        """For each choice of decision ``(key, n)`` here: is everything after it done?"""
+        kids = self.children.get((key, n), {})
+        return [i in kids and kids[i].done for i in range(n)]
 
 
 class ReinforceSampler(SequentialSampler):
@@ -105,6 +156,8 @@ class ReinforceSampler(SequentialSampler):
         self._pending: dict[int, _store.Record] = {}  # ours, recorded but state not yet stored
         self._rollouts: dict[int, _Rollout] = {}
         self._snapshot_gen = 0
+        self._tree = _Node()  # decision sequences of finished trials, for avoid_duplicates
+        self._in_tree: set[int] = set()
 
     # ------------------------------------------------------------ public view
     @property
@@ -190,14 +243,21 @@ class ReinforceSampler(SequentialSampler):
         with self._lock, torch.no_grad():
             if self._live is None:
                 self._sync(study, self._trials(study))
-            ro = self._rollouts.setdefault(trial._trial_id, _Rollout(self._live))
+            ro = self._rollouts.get(trial._trial_id)
+            if ro is None:
+                ro = self._rollouts[trial._trial_id] = _Rollout(self._live, self._tree)
             self._catch_up(ro, trial.params, trial.distributions)
-            key = decision_key(param_name, param_distribution)
-            h, c, logq = self._live.step(ro.state, key, len(values))
+            key, n = decision_key(param_name, param_distribution), len(values)
+            h, c, logq = self._live.step(ro.state, key, n)
             p = logq.double().exp().numpy()
-            index = int(self._rng.choice(len(values), p=p / p.sum()))
-            ro.state = (h, c, self._live.token(key, index))
-            ro.decisions.append((key, len(values), index))
+            if self._config.avoid_duplicates and ro.node is not None:
+                # choices that could only repeat a finished trial get probability 0,
+                # unless every choice would (then the prefix is spent: sample freely)
+                done = ro.node.exhausted(key, n)
+                if any(done) and not all(done):
+                    p = np.where(done, 0.0, p)
+            index = int(self._rng.choice(n, p=p / p.sum()))
+            self._advance(ro, h, c, key, n, index)
             ro.seen.add(param_name)
             return values[index]
 
@@ -263,6 +323,12 @@ class ReinforceSampler(SequentialSampler):
                 out.append((decision_key(name, dist), len(values), index_of(dist, values, value)))
         return out
 
+    def _advance(self, ro: _Rollout, h: torch.Tensor, c: torch.Tensor, key: str, n: int,
+                 index: int) -> None:
+        ro.state = (h, c, self._live.token(key, index))
+        ro.decisions.append((key, n, index))
+        ro.node = None if ro.node is None else ro.node.child(key, n, index)
+
     def _catch_up(self, ro: _Rollout, params: Mapping[str, Any],
                   distributions: Mapping[str, BaseDistribution]) -> None:
         for name, value in params.items():
@@ -271,8 +337,29 @@ class ReinforceSampler(SequentialSampler):
             ro.seen.add(name)
             for key, n, index in self._decisions({name: value}, distributions):
                 h, c, _ = self._live.step(ro.state, key, n)
-                ro.state = (h, c, self._live.token(key, index))
-                ro.decisions.append((key, n, index))
+                self._advance(ro, h, c, key, n, index)
+
+    def _remember(self, trial: FrozenTrial, record: _store.Record | None) -> None:
+        """Add a finished trial's decision sequence to the tree that avoid_duplicates reads.
+
+        A trial with a parameter the controller cannot propose (left to the numeric
+        fallback, or a number off its grid, e.g. enqueued) is left out: the
+        controller's nearest candidate is another one.
+        """
+        self._in_tree.add(trial.number)
+        count = 0
+        for name, dist in trial.distributions.items():
+            values = tokens(dist, self._config)
+            if values is None:
+                return
+            if len(values) > 1:
+                count += 1
+                if values[index_of(dist, values, trial.params[name])] != trial.params[name]:
+                    return
+        decisions = (record.decisions if record is not None
+                     else self._decisions(trial.params, trial.distributions))
+        if decisions and len(decisions) == count:
+            self._tree.add(decisions)
 
     def _trials(self, study: Study) -> list[FrozenTrial]:
         bound = (study.study_name, study._study_id)
@@ -292,6 +379,9 @@ class ReinforceSampler(SequentialSampler):
                 if t.number not in self._records:
                     self._records[t.number] = _store.read_record(t)
                 rec = self._records[t.number]
+                if (self._config.avoid_duplicates and t.number not in self._in_tree
+                        and t.state in (TrialState.COMPLETE, TrialState.PRUNED)):
+                    self._remember(t, rec)
             else:
                 upto = min(upto, t.number)
                 rec = self._pending.get(t.number)  # keeps its update live meanwhile

@@ -1,0 +1,606 @@
+"""The storage of one search worker: an Optuna RDB storage with the writes of the
+trials it runs batched into three transactions a trial, and the study's trials
+cached (see :class:`WorkerStorage`). :func:`worker_storage` wraps what
+:func:`~archlab.search.storage.open_storage` opened; journal and in-memory
+storages are used as they are.
+
+It works on Optuna's RDB tables with SQLAlchemy Core (Optuna's table models and
+two of ``RDBStorage``'s private readers): tested with Optuna 5.0.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import random
+import threading
+import time
+from datetime import datetime
+from typing import Any, Iterator
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+
+
+class WorkerStorage(BaseStorage, BaseHeartbeat):
+    """The storage of one search worker: an :class:`~optuna.storages.RDBStorage`
+    with a cache of the study's trials, and the writes of the trials this worker
+    runs batched into a few transactions.
+
+    Optuna's own wrapper (``_CachedStorage``) commits every ``suggest_*`` and
+    ``set_user_attr`` on its own, and re-reads every unfinished trial, with all
+    its params and attrs, on every read of the study's trials: ~30 transactions
+    and queries per trial of a search. Here:
+
+    * A trial this worker creates (or takes from the queue of waiting trials) is
+      *owned*: the worker keeps its up-to-date copy, and reading it never goes to
+      the database. It is created in one transaction, with its first heartbeat
+      when heartbeats are on. Its params, user attrs and system attrs are
+      buffered, then written in one transaction by :meth:`flush` (the engine
+      calls it before the evaluation, so a crashed evaluation's retry gets the
+      params) or, at the latest, by the transaction that finishes it: buffered
+      writes, values and end state commit together, so a finished trial always
+      holds all its attrs. A transaction on an owned trial first checks that it
+      is still RUNNING, and writes nothing if it is not (another worker failed
+      it as stale): then it raises :class:`~optuna.exceptions.UpdateFinishedTrialError`,
+      as Optuna does.
+    * Reading the study's trials first asks which trials may have changed (one
+      small query: the ids above the newest finished one, and the unfinished
+      ones), then loads those that are neither owned nor finished by this worker
+      (a finished trial no longer changes).
+    * Inside :meth:`pinned` (the engine: from the stop check to the built graph)
+      the study's trials are read from the database once; later reads in the
+      block see that snapshot and this worker's own trials, as Optuna's samplers
+      see a per-trial cache within a trial.
+
+    Other workers see an owned trial's params and attrs from :meth:`flush` on (its
+    RUNNING state and heartbeat at once). Study-level calls and heartbeats go to
+    the backend as they are. The SQL is SQLAlchemy Core over Optuna's tables, in
+    the same transactions Optuna's own calls would make one by one.
+    """
+
+    def __init__(self, backend: optuna.storages.RDBStorage) -> None:
+        from optuna.storages._rdb import models
+
+        self._backend = backend
+        self._models = models
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._studies: dict[int, _StudyCache] = {}
+        self._trial_study: dict[int, int] = {}  # trial_id -> study_id, for the trials in a cache
+        self._owned: dict[int, FrozenTrial] = {}  # running trials of this worker: their current copy
+        self._pending: dict[int, _Pending] = {}  # their writes not yet in the database
+        self._stamped: set[int] = set()  # owned trials whose creation wrote their first heartbeat
+        self._directions: dict[int, list] = {}
+        self._names: dict[int, str] = {}
+        dialect = backend.engine.dialect.name
+        # A finished trial this worker wrote is not read back where the database returns
+        # exactly what was written (MySQL's DATETIME drops the microseconds).
+        self._exact = dialect in ("sqlite", "postgresql")
+        self._sql = _Statements(models, lock_study=dialect != "sqlite")
+
+    # ------------------------------------------------------------ pass-through
+    def __getattr__(self, name: str) -> Any:  # engine, url, scoped_session, ... of the backend
+        if name.startswith("__") or name == "_backend":
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+    @property
+    def backend(self) -> optuna.storages.RDBStorage:
+        """The wrapped :class:`~optuna.storages.RDBStorage`."""
+        return self._backend
+
+    def create_new_study(self, directions, study_name=None) -> int:
+        return self._backend.create_new_study(directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._backend.delete_study(study_id)
+        with self._lock:  # SQLite may give its ids to new studies and trials
+            self._studies.pop(study_id, None)
+            self._names.pop(study_id, None)
+            self._directions.pop(study_id, None)
+            for trial_id in [t for t, s in self._trial_study.items() if s == study_id]:
+                del self._trial_study[trial_id]
+                self._owned.pop(trial_id, None)
+                self._pending.pop(trial_id, None)
+                self._stamped.discard(trial_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._backend.set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._backend.set_study_system_attr(study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._backend.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        if study_id not in self._names:
+            self._names[study_id] = self._backend.get_study_name_from_id(study_id)
+        return self._names[study_id]
+
+    def get_study_directions(self, study_id: int) -> list:
+        if study_id not in self._directions:  # fixed when the study is made
+            self._directions[study_id] = self._backend.get_study_directions(study_id)
+        return list(self._directions[study_id])
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_user_attrs(study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._backend.get_study_system_attrs(study_id)
+
+    def get_all_studies(self) -> list:
+        return self._backend.get_all_studies()
+
+    def remove_session(self) -> None:
+        self._backend.remove_session()
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self._backend.record_heartbeat(trial_id)
+
+    def stamped_at_creation(self, trial_id: int) -> bool:
+        """Whether owned trial ``trial_id`` got its first heartbeat when it was created
+        (true once: the caller stamps it from then on)."""
+        with self._lock:
+            if trial_id in self._stamped:
+                self._stamped.discard(trial_id)
+                return True
+            return False
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self._backend._get_stale_trial_ids(study_id)
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._backend.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._backend.get_heartbeat_stale_trial_callback()
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._backend.get_best_trial(study_id)
+
+    # ------------------------------------------------------------ trial writes
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is not None:  # an enqueued or added trial: read like any other
+            return self._backend.create_new_trial(study_id, template_trial)
+        frozen = self._insert_trial(study_id)
+        with self._lock:
+            self._own(study_id, frozen)
+            if self._backend.heartbeat_interval is not None:
+                self._stamped.add(frozen._trial_id)
+        return frozen._trial_id
+
+    def _insert_trial(self, study_id: int) -> FrozenTrial:
+        """Optuna's ``_create_new_trial`` (RUNNING, numbered by the trials before it)
+        in one transaction, with the first heartbeat when heartbeats are on."""
+        from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+        sql, m = self._sql, self._models
+        stored_start = _stored(m, "datetime_start", datetime.now())
+        for attempt in range(1, 6):
+            try:
+                with self._backend.engine.begin() as conn:
+                    # PostgreSQL, MySQL: lock the study row, as Optuna does, since the number counts
+                    # the trials before; SQLite: the insert takes the database's write lock
+                    if conn.execute(sql.find_study, {"sid": study_id}).first() is None:
+                        raise KeyError(f"no study with id {study_id}")
+                    trial_id = conn.execute(sql.insert_trial, {"sid": study_id, "state": TrialState.RUNNING,
+                                                               "start": stored_start}).inserted_primary_key[0]
+                    number = conn.execute(sql.count_before, {"sid": study_id, "tid": trial_id}).scalar_one()
+                    conn.execute(sql.set_number, {"tid": trial_id, "number": number})
+                    if self._backend.heartbeat_interval is not None:
+                        conn.execute(sql.insert_heartbeat, {"tid": trial_id})
+                break
+            except OperationalError as e:  # a deadlock or lock timeout between workers: Optuna retries too
+                if attempt == 5:
+                    raise optuna.exceptions.StorageInternalError(f"creating a trial failed: {e}") from e
+                time.sleep(random.random() * 2.0)
+            except SQLAlchemyError as e:
+                raise optuna.exceptions.StorageInternalError(f"creating a trial failed: {e}") from e
+        return FrozenTrial(number=number, state=TrialState.RUNNING, value=None,
+                           datetime_start=_loaded(m, "datetime_start", stored_start), datetime_complete=None,
+                           params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
+                           trial_id=trial_id)
+
+    def _own(self, study_id: int, frozen: FrozenTrial, stored: bool = False) -> None:
+        cache = self._study(study_id)
+        self._owned[frozen._trial_id] = frozen
+        pending = self._pending[frozen._trial_id] = _Pending()
+        if stored:  # taken from the queue: its attrs are in the database already
+            pending.stored_user.update(frozen.user_attrs)
+            pending.stored_system.update(frozen.system_attrs)
+            pending.has_values = frozen.values is not None
+        self._put(study_id, cache, frozen)
+        cache.unfinished.add(frozen._trial_id)
+
+    def _put(self, study_id: int, cache: "_StudyCache", t: FrozenTrial) -> None:
+        cache.trials[t.number] = t
+        cache.ordered = None
+        cache.number_of[t._trial_id] = t.number
+        self._trial_study[t._trial_id] = study_id
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: BaseDistribution) -> None:
+        with self._lock:
+            frozen = self._owned.get(trial_id)
+            if frozen is None:
+                self._backend.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+                return
+            study_id = self._trial_study[trial_id]
+            cache = self._studies[study_id]
+            known = cache.distributions.get(param_name)
+            if known is None:
+                known = self._stored_distribution(study_id, param_name)
+            if known is not None:  # Optuna's rule: one parameter name, compatible distributions
+                optuna.distributions.check_distribution_compatibility(known, distribution)
+            if param_name in frozen.distributions:
+                return  # Optuna's storage ignores a second value (the database keeps the first)
+            cache.distributions.setdefault(param_name, distribution)
+            self._pending[trial_id].params.append((param_name, float(param_value_internal), distribution))
+            frozen.distributions[param_name] = distribution
+            frozen.params[param_name] = distribution.to_external_repr(param_value_internal)
+
+    def _stored_distribution(self, study_id: int, name: str) -> BaseDistribution | None:
+        """The distribution of parameter ``name`` in some trial of the study, or None."""
+        for t in self._studies[study_id].trials.values():
+            if name in t.distributions:
+                return t.distributions[name]
+        with self._backend.engine.connect() as conn:
+            row = conn.execute(self._sql.param_distribution, {"sid": study_id, "name": name}).first()
+        return None if row is None else optuna.distributions.json_to_distribution(row[0])
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_attr(trial_id, key, value, system=False)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._set_attr(trial_id, key, value, system=True)
+
+    def _set_attr(self, trial_id: int, key: str, value: Any, *, system: bool) -> None:
+        with self._lock:
+            frozen = self._owned.get(trial_id)
+            if frozen is None:
+                (self._backend.set_trial_system_attr if system else self._backend.set_trial_user_attr)(
+                    trial_id, key, value)
+                return
+            text = json.dumps(value)  # what the database holds; reading it back gives json.loads(text)
+            pending = self._pending[trial_id]
+            (pending.system if system else pending.user)[key] = text
+            (frozen.system_attrs if system else frozen.user_attrs)[key] = json.loads(text)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        with self._lock:
+            self.flush(trial_id)
+            self._backend.set_trial_intermediate_value(trial_id, step, intermediate_value)
+            frozen = self._owned.get(trial_id)
+            if frozen is not None:
+                frozen.intermediate_values[step] = float(intermediate_value)
+
+    def flush(self, trial_id: int) -> None:
+        """Write the buffered params and attrs of owned trial ``trial_id`` in one transaction.
+
+        Raises:
+            UpdateFinishedTrialError: the trial is no longer RUNNING (nothing is written).
+        """
+        with self._lock:
+            pending = self._pending.get(trial_id)
+            if pending is not None and pending:
+                self._write(trial_id, pending, None, None)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
+        with self._lock:
+            frozen = self._owned.get(trial_id)
+            if frozen is None or not state.is_finished():
+                if frozen is not None:
+                    self.flush(trial_id)
+                done = self._backend.set_trial_state_values(trial_id, state, values)
+                if done and frozen is not None:
+                    self._disown(trial_id)  # its state changed under the copy: read it again
+                elif done and state == TrialState.RUNNING:
+                    self._adopt(trial_id)  # a waiting trial (a retry) this worker now runs
+                return done
+            self._write(trial_id, self._pending[trial_id], state, values)
+            return True
+
+    def _adopt(self, trial_id: int) -> None:
+        frozen = self._backend.get_trial(trial_id)
+        study_id = self._trial_study.get(trial_id)
+        if study_id is None:
+            with self._backend.engine.connect() as conn:
+                study_id = conn.execute(self._sql.study_of_trial, {"tid": trial_id}).scalar_one()
+        self._own(study_id, frozen, stored=True)
+
+    def _write(self, trial_id: int, pending: "_Pending", state: TrialState | None, values) -> None:
+        """One transaction: check the trial is RUNNING (and finish it when ``state`` is
+        given), then write its buffered params and attrs, and its values."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        sql, m = self._sql, self._models
+        frozen = self._owned[trial_id]
+        values = None if values is None else [float(v) for v in values]
+        check = {"tid": trial_id, "running": TrialState.RUNNING}
+        if state is not None:
+            stored_complete = _stored(m, "datetime_complete", datetime.now())
+            change, params = sql.finish, {**check, "new_state": state, "complete": stored_complete}
+        else:
+            change, params = sql.touch, {**check, "new_state": TrialState.RUNNING}
+        try:
+            with self._backend.engine.begin() as conn:
+                # The state first: it takes the write lock (SQLite) or the row lock, and checks the trial.
+                if conn.execute(change, params).rowcount != 1:
+                    raise _NotRunning
+                if pending.params:
+                    conn.execute(sql.insert_param, [
+                        {"trial_id": trial_id, "param_name": name, "param_value": value,
+                         "distribution_json": optuna.distributions.distribution_to_json(dist)}
+                        for name, value, dist in pending.params])
+                for attrs, stored, delete, insert in (
+                        (pending.user, pending.stored_user, sql.delete_user_attrs, sql.insert_user_attr),
+                        (pending.system, pending.stored_system, sql.delete_system_attrs, sql.insert_system_attr)):
+                    if not attrs:
+                        continue
+                    again = [k for k in attrs if k in stored]  # set before: replace the row
+                    if again:
+                        conn.execute(delete, {"tid": trial_id, "keys": again})
+                    conn.execute(insert, [{"trial_id": trial_id, "key": k, "value_json": v} for k, v in attrs.items()])
+                if values is not None:
+                    if pending.has_values:
+                        conn.execute(sql.delete_values, {"tid": trial_id})
+                    rows = []
+                    for objective, v in enumerate(values):
+                        stored_v, kind = m.TrialValueModel.value_to_stored_repr(v)
+                        rows.append({"trial_id": trial_id, "objective": objective, "value": stored_v,
+                                     "value_type": kind})
+                    conn.execute(sql.insert_value, rows)
+        except _NotRunning:  # another worker failed it as stale: the database is right, this copy is not
+            self._disown(trial_id)
+            raise optuna.exceptions.UpdateFinishedTrialError(
+                f"Trial#{frozen.number} has already finished and can not be updated.") from None
+        except SQLAlchemyError as e:
+            raise optuna.exceptions.StorageInternalError(
+                f"writing trial {frozen.number} failed: {type(e).__name__}: {e}") from e
+        pending.written()
+        if state is not None:
+            frozen.state, frozen.values = state, values
+            frozen.datetime_complete = _loaded(m, "datetime_complete", stored_complete)
+            study_id = self._trial_study[trial_id]
+            del self._owned[trial_id], self._pending[trial_id]
+            self._stamped.discard(trial_id)
+            cache = self._studies[study_id]
+            if self._exact:
+                cache.final.add(trial_id)  # the copy is what the database holds: it is not read back
+            else:
+                cache.trials.pop(frozen.number, None)
+                cache.number_of.pop(trial_id, None)
+                cache.ordered = None
+
+    def _disown(self, trial_id: int) -> None:
+        frozen = self._owned.pop(trial_id, None)
+        self._pending.pop(trial_id, None)
+        self._stamped.discard(trial_id)
+        if frozen is not None:  # read it again when next asked
+            cache = self._studies[self._trial_study[trial_id]]
+            cache.trials.pop(frozen.number, None)
+            cache.number_of.pop(trial_id, None)
+            cache.ordered = None
+
+    # ------------------------------------------------------------ trial reads
+    def _study(self, study_id: int) -> "_StudyCache":
+        cache = self._studies.get(study_id)
+        if cache is None:
+            cache = self._studies[study_id] = _StudyCache()
+        return cache
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Within the block (in this thread), the study's trials are read from the
+        database at most once: later reads see that snapshot and this worker's trials."""
+        outer = getattr(self._local, "seen", None)
+        self._local.seen = set() if outer is None else outer
+        try:
+            yield
+        finally:
+            self._local.seen = outer
+
+    def unpin(self) -> None:
+        """End this thread's :meth:`pinned` block early: later reads read the database again."""
+        self._local.seen = None
+
+    def _refresh(self, study_id: int) -> "_StudyCache":
+        cache = self._study(study_id)
+        seen = getattr(self._local, "seen", None)
+        if seen is not None:
+            if study_id in seen:
+                return cache
+            seen.add(study_id)
+        sql, mine = self._sql, self._owned
+        others = cache.unfinished.difference(mine)
+        args: dict[str, Any] = {"sid": study_id, "last": cache.last_finished}
+        if not others:
+            stmt = sql.ids_after
+        elif len(others) <= 500:
+            stmt, args["ids"] = sql.ids_after_or_in, sorted(others)
+        else:
+            stmt, args["low"] = sql.ids_from, min(others)
+        with self._backend.engine.connect() as conn:
+            ids = sorted(r[0] for r in conn.execute(stmt, args))
+        fetch, last = [], cache.last_finished
+        for i in ids:
+            if i in mine or not (i > last or i in others):
+                continue
+            if i in cache.final:  # finished by this worker: the cache has it as written
+                cache.final.discard(i)
+                cache.unfinished.discard(i)
+                cache.last_finished = max(cache.last_finished, i)
+            else:
+                fetch.append(i)
+        if fetch:
+            # Optuna's incremental read: these ids, and any made since (ids above them)
+            for t in self._backend._get_trials(study_id, None, set(fetch), max(fetch)):
+                if t._trial_id in mine:
+                    continue
+                self._put(study_id, cache, t)
+                cache.final.discard(t._trial_id)
+                if t.state.is_finished():
+                    cache.unfinished.discard(t._trial_id)
+                    cache.last_finished = max(cache.last_finished, t._trial_id)
+                else:
+                    cache.unfinished.add(t._trial_id)
+        return cache
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        with self._lock:
+            cache = self._refresh(study_id)
+            if cache.ordered is None:
+                cache.ordered = [cache.trials[n] for n in sorted(cache.trials)]
+            if states is None:
+                trials = list(cache.ordered)
+            else:
+                trials = [t for t in cache.ordered if t.state in states]
+            if self._owned:  # an owned trial changes as the worker writes it: hand out a copy
+                trials = [_copy(t) if t._trial_id in self._owned else t for t in trials]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._lock:
+            frozen = self._owned.get(trial_id)
+            if frozen is not None:
+                return _copy(frozen)
+            cache = self._studies.get(self._trial_study.get(trial_id, -1))
+            if cache is not None:
+                t = cache.trials.get(cache.number_of.get(trial_id, -1))
+                if t is not None and t._trial_id == trial_id and t.state.is_finished():
+                    return t  # finished: it no longer changes
+        return self._backend.get_trial(trial_id)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        with self._lock:
+            cache = self._studies.get(study_id)
+            t = cache.trials.get(trial_number) if cache is not None else None
+            if t is not None:
+                return t._trial_id
+        return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+
+
+class _Statements:
+    """The SQL of a :class:`WorkerStorage`: SQLAlchemy Core over Optuna's tables, built
+    once (executing a built statement skips most of SQLAlchemy's per-call work)."""
+
+    def __init__(self, models, *, lock_study: bool) -> None:
+        from sqlalchemy import bindparam as p, delete, func, or_, select, update
+
+        tr, st, tp = models.TrialModel.__table__, models.StudyModel.__table__, models.TrialParamModel.__table__
+        ua, sa = models.TrialUserAttributeModel.__table__, models.TrialSystemAttributeModel.__table__
+        vt, hb = models.TrialValueModel.__table__, models.TrialHeartbeatModel.__table__
+        self.find_study = select(st.c.study_id).where(st.c.study_id == p("sid"))
+        if lock_study:
+            self.find_study = self.find_study.with_for_update()
+        self.insert_trial = tr.insert().values(study_id=p("sid"), number=None, state=p("state"),
+                                               datetime_start=p("start"))
+        self.count_before = select(func.count(tr.c.trial_id)).where(tr.c.study_id == p("sid"), tr.c.trial_id < p("tid"))
+        self.set_number = update(tr).where(tr.c.trial_id == p("tid")).values(number=p("number"))
+        self.insert_heartbeat = hb.insert().values(trial_id=p("tid"), heartbeat=func.current_timestamp())
+        running = (tr.c.trial_id == p("tid")) & (tr.c.state == p("running"))
+        self.touch = update(tr).where(running).values(state=p("new_state"))
+        self.finish = update(tr).where(running).values(state=p("new_state"), datetime_complete=p("complete"))
+        self.insert_param = tp.insert()
+        self.insert_user_attr, self.insert_system_attr = ua.insert(), sa.insert()
+        self.delete_user_attrs = delete(ua).where(ua.c.trial_id == p("tid"), ua.c.key.in_(p("keys", expanding=True)))
+        self.delete_system_attrs = delete(sa).where(sa.c.trial_id == p("tid"), sa.c.key.in_(p("keys", expanding=True)))
+        self.insert_value = vt.insert()
+        self.delete_values = delete(vt).where(vt.c.trial_id == p("tid"))
+        ids = select(tr.c.trial_id)
+        self.ids_after = ids.where(tr.c.study_id == p("sid"), tr.c.trial_id > p("last"))
+        self.ids_after_or_in = ids.where(tr.c.study_id == p("sid"), or_(tr.c.trial_id > p("last"),
+                                                                        tr.c.trial_id.in_(p("ids", expanding=True))))
+        self.ids_from = ids.where(tr.c.study_id == p("sid"), or_(tr.c.trial_id > p("last"), tr.c.trial_id >= p("low")))
+        self.param_distribution = (select(tp.c.distribution_json).join(tr, tp.c.trial_id == tr.c.trial_id)
+                                   .where(tr.c.study_id == p("sid"), tp.c.param_name == p("name")).limit(1))
+        self.study_of_trial = select(tr.c.study_id).where(tr.c.trial_id == p("tid"))
+
+
+def _key(models, name: str) -> str:
+    """The ORM attribute of ``TrialModel`` mapped to column ``name`` (Optuna 5 keeps the
+    trial datetimes in ``_<name>_utc`` behind a local-time property; Optuna 4 in ``name``)."""
+    column = models.TrialModel.__table__.c[name]
+    return models.TrialModel.__mapper__.get_property_by_column(column).key
+
+
+def _stored(models, name: str, value: datetime) -> datetime:
+    """What Optuna stores in column ``name`` of ``trials`` when a trial's ``name`` is set to ``value``."""
+    t = models.TrialModel()
+    setattr(t, name, value)
+    return getattr(t, _key(models, name))
+
+
+def _loaded(models, name: str, stored: datetime) -> datetime:
+    """What Optuna gives back for a trial's ``name`` when its column holds ``stored``."""
+    t = models.TrialModel()
+    setattr(t, _key(models, name), stored)
+    return getattr(t, name)
+
+
+def _copy(t: FrozenTrial) -> FrozenTrial:
+    c = copy.copy(t)
+    c._params, c._distributions = dict(t._params), dict(t._distributions)
+    c._user_attrs, c._system_attrs = dict(t._user_attrs), dict(t._system_attrs)
+    c.intermediate_values = dict(t.intermediate_values)
+    if t._values is not None:
+        c._values = list(t._values)
+    return c
+
+
+class _NotRunning(Exception):
+    pass
+
+
+class _Pending:
+    """Writes to an owned trial not yet in the database, and what of it is."""
+
+    __slots__ = ("params", "user", "system", "stored_user", "stored_system", "has_values")
+
+    def __init__(self) -> None:
+        self.params: list[tuple[str, float, BaseDistribution]] = []
+        self.user: dict[str, str] = {}  # key -> JSON text
+        self.system: dict[str, str] = {}
+        self.stored_user: set[str] = set()  # keys with a row in the database
+        self.stored_system: set[str] = set()
+        self.has_values = False
+
+    def __bool__(self) -> bool:
+        return bool(self.params or self.user or self.system)
+
+    def written(self) -> None:
+        self.stored_user.update(self.user)
+        self.stored_system.update(self.system)
+        self.params, self.user, self.system = [], {}, {}
+
+
+class _StudyCache:
+    """What a :class:`WorkerStorage` knows of one study's trials."""
+
+    def __init__(self) -> None:
+        self.trials: dict[int, FrozenTrial] = {}  # number -> trial
+        self.ordered: list[FrozenTrial] | None = None  # the trials by number (None: to sort again)
+        self.number_of: dict[int, int] = {}  # trial_id -> number
+        self.unfinished: set[int] = set()  # trial ids last seen unfinished
+        self.last_finished = -1  # each trial id up to this one is finished in the cache, or in unfinished
+        self.final: set[int] = set()  # trials this worker finished, not yet seen by a read
+        self.distributions: dict[str, BaseDistribution] = {}  # param name -> a distribution in the study
+
+
+def worker_storage(storage: Any) -> Any:
+    """``storage`` for one search worker: an :class:`~optuna.storages.RDBStorage`
+    (also inside Optuna's cache wrapper) as a :class:`WorkerStorage`; any other
+    storage (journal, in-memory) as it is."""
+    if isinstance(storage, WorkerStorage):
+        return storage
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return WorkerStorage(storage)
+    if isinstance(storage, optuna.storages._CachedStorage):
+        return WorkerStorage(storage._backend)
+    return storage
