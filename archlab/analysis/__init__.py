@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from archlab.analysis.counts import mac_counts, param_counts
-from archlab.analysis.layers import fold_layers, group_by_depth
+from archlab.analysis.layers import fold_layers, group_by_depth, last_allocating
 from archlab.analysis.report import Analysis
 from archlab.graph.plan import plan
 
@@ -79,12 +79,8 @@ def analyze(
     rules = _rules(graph)[0]
     op_of = {s.name: s.op.name for s in plan(graph)}
 
-    def tail(group: list[str]) -> str:  # last_allocating, with the rules at hand
-        for name in reversed(group):
-            rule = rules.get(name)
-            if rule is None or rule.alias is None:
-                return name
-        return group[-1]
+    def tail(group: list[str]) -> str:
+        return last_allocating(graph, group, rules)
 
     groups = layers if fold else [[n] for n in op_of]
     named = group_by_depth(graph, groups, depth) if depth is not None else [(g[0], g) for g in groups]

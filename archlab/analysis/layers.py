@@ -59,10 +59,12 @@ def _memory_rules(graph: Graph) -> dict:
     return _rules(graph, strict=False)[0]
 
 
-def last_allocating(graph: Graph, group: list[str]) -> str:
+def last_allocating(graph: Graph, group: list[str], rules: dict | None = None) -> str:
     """The last node of a layer that allocates its output (views share storage):
-    the node whose shape and receptive field the layer reports."""
-    rules = _memory_rules(graph)
+    the node whose shape and receptive field the layer reports (``rules``: the
+    graph's memory rules, when the caller has them at hand)."""
+    if rules is None:
+        rules = _memory_rules(graph)
     for name in reversed(group):
         rule = rules.get(name)
         if rule is None or rule.alias is None:
