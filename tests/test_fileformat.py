@@ -84,23 +84,16 @@ def _pyyaml_flow(obj):
 
 
 def _pyyaml_dump(graph):
-    from archlab.lang.fileformat import FORMAT, _plain
+    from archlab.lang.fileformat import FORMAT, _item
     from archlab.ops import get_op
 
+    # the node mappings are dump()'s own (_item); what is checked is their text
     lines = [f"format: {FORMAT}", f"name: {_pyyaml_flow(graph.name)}"]
     if graph.meta:
         lines.append(f"meta: {_pyyaml_flow(graph.meta)}")
     lines.append("nodes:")
     for n in graph.nodes:
-        defaults = get_op(n.op).defaults()
-        item = {"name": n.name, "op": n.op}
-        if n.inputs:
-            item["in"] = list(n.inputs)
-        for k, v in n.attrs.items():
-            if k in defaults and defaults[k] == v:
-                continue
-            item[k] = _plain(v)
-        lines.append(f"- {_pyyaml_flow(item)}")
+        lines.append(f"- {_pyyaml_flow(_item(n, get_op(n.op).defaults()))}")
     lines.append(f"outputs: {_pyyaml_flow(dict(graph.outputs))}")
     return "\n".join(lines) + "\n"
 

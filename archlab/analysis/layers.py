@@ -31,10 +31,6 @@ def _fold(graph: Graph) -> list[list[str]]:
     # A node joins the group of its only input when that input is the group's last
     # node, is not the graph input or an output, and feeds nothing else.
     closed = set(graph.outputs.values()) | {n.name for n in graph.input_nodes}
-    n_users: dict[str, int] = {}
-    for s in steps:
-        for i in (s.inputs if len(s.inputs) < 2 else set(s.inputs)):
-            n_users[i] = n_users.get(i, 0) + 1
     groups: list[list[str]] = []
     owner: dict[str, list[str]] = {}
     for s in steps:
@@ -42,7 +38,7 @@ def _fold(graph: Graph) -> list[list[str]]:
         if len(inputs) == 1:
             rule = rules.get(name)
             src = inputs[0]
-            if rule is not None and not rule.table_row and src not in closed and n_users[src] == 1:
+            if rule is not None and not rule.table_row and src not in closed and len(graph.users(src)) == 1:
                 group = owner[src]
                 if group[-1] == src:
                     group.append(name)

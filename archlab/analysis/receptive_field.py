@@ -366,8 +366,7 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
         if len(inputs) == 1 and reads[0] == "value" and rule != GLOBAL:
             src_name, src_shape = inputs[0], in_shapes[0]
             loc = locals_[src_name]
-            if loc is not None and len(src_shape) == 3 and not (src_shape[1] == src_shape[2] == 1 and len(shape) == 3
-                                                                and shape[1:] != (1, 1)):
+            if loc is not None and len(src_shape) == 3 and not _is_broadcast(src_shape, shape):
                 # Fast path (most nodes): one spatial, non-broadcast input; what _merge does with one candidate.
                 src = fields[src_name]
                 if rule is POINTWISE or rule == POINTWISE:
