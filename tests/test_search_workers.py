@@ -120,17 +120,18 @@ def test_sigkilled_worker_trial_fails_after_grace_period_and_is_retried(tmp_path
     victim = _worker(space, storage, "k", n, 0, sleep=60, extra=hb)
     deadline = time.time() + 60
     running = []
-    while time.time() < deadline and not running:
+    while time.time() < deadline and not (running and running[0].params):
         time.sleep(0.2)
-        try:
+        try:  # wait until the trial has sampled its architecture and is in its (60 s) evaluation
             running = optuna.load_study(study_name="k", storage=storage).get_trials(states=(TrialState.RUNNING,))
         except Exception:  # the victim is still creating the schema or the study
             pass
-    assert running, victim.communicate(timeout=5)
-    time.sleep(1.5)  # the trial is in its (60 s) evaluation
+    assert running and running[0].params, victim.communicate(timeout=5)
+    time.sleep(1.0)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
-    killed = running[0]
+    killed = optuna.load_study(study_name="k", storage=storage).get_trials()[running[0].number]
+    assert killed.state == TrialState.RUNNING and killed.params  # as the worker left it
     start = time.time()
     rescuer = _worker(space, storage, "k", n, 1, sleep=0.0, extra=hb)
     out, err = rescuer.communicate(timeout=120)
