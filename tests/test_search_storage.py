@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from archlab.search.engine import STALE_CHECK_S, SearchConfig, Worker
 from archlab.search.storage import Heartbeat, _Beater, open_storage
+from archlab.search import worker_storage as worker_storage_module
 from archlab.search.worker_storage import WorkerStorage, worker_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -171,6 +172,28 @@ def test_only_rdb_storages_are_wrapped(tmp_path):
     assert isinstance(worker_storage(rdb), WorkerStorage)
     for other in (optuna.storages.InMemoryStorage(), open_storage(f"journal:{tmp_path}/j.log")):
         assert worker_storage(other) is other
+
+
+def test_an_optuna_with_other_internals_falls_back_to_its_own_storage(tmp_path, monkeypatch):
+    def get_trials_of_optuna_4_0(self, study_id, states, excluded_trial_ids):  # the reader before 4.1
+        raise AssertionError("not to be called")
+
+    url = f"sqlite:///{tmp_path}/o.db"
+    rdb = open_storage(url)
+    with monkeypatch.context() as m:
+        m.setattr(optuna.storages.RDBStorage, "_get_trials", get_trials_of_optuna_4_0)
+        with pytest.warns(RuntimeWarning, match=r"Optuna .*_get_trials takes .*excluded_trial_ids.*own storage"):
+            assert worker_storage(rdb) is rdb
+        m.delattr(optuna.exceptions, "UpdateFinishedTrialError")
+        assert "optuna.exceptions lacks UpdateFinishedTrialError" in worker_storage_module._unsupported_optuna()
+    # Optuna's own storage uses those internals too: the search below only pretends they are missing
+    monkeypatch.setattr(worker_storage_module, "_unsupported_optuna", lambda: "pretend")
+    with pytest.warns(RuntimeWarning, match="pretend"):
+        w = Worker.open(SearchConfig(space="nasbench201", sampler="tpe", n_trials=5, storage=url, study="o", seed=0))
+    assert not isinstance(w.study._storage, WorkerStorage)
+    r = w.run()  # a correct search, only slower
+    assert len(r.study.trials) == 5 and all(t.state == TrialState.COMPLETE for t in r.study.trials)
+    assert all("arch" in t.user_attrs for t in _fresh(url, "o"))
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")

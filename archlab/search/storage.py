@@ -19,7 +19,7 @@ Heartbeats exist only for RDB storages (Optuna's ``BaseHeartbeat``): every
 running trial's worker stamps the trial each ``heartbeat_interval`` seconds; a
 trial whose stamp is older than ``grace_period`` is marked FAIL by the next
 worker that looks, and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`
-enqueues a WAITING copy of it (same parameters) that the next ``ask`` runs.
+(``RetryFailedTrialCallback`` before Optuna 4.9) enqueues a WAITING copy of it (same parameters) that the next ``ask`` runs.
 """
 from __future__ import annotations
 
@@ -61,6 +61,19 @@ def _redact(url: str) -> str:
     cred, at, host = rest.rpartition("@")
     user = cred.split(":", 1)[0]
     return f"{scheme}://{user}{':***' if ':' in cred else ''}@{host}"
+
+
+def _stale_trial_retry(max_retry: int | None) -> dict:
+    """``RDBStorage``'s keyword argument for the callback that re-enqueues a stale trial.
+
+    Optuna 4.9 renamed ``RetryFailedTrialCallback`` / ``failed_trial_callback`` to
+    ``RetryHeartbeatStaleTrialCallback`` / ``heartbeat_stale_trial_callback`` (the
+    old names warn from 4.9 and go in 6.0); both behave the same.
+    """
+    new = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if new is not None:
+        return {"heartbeat_stale_trial_callback": new(max_retry=max_retry)}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
 
 
 def open_storage(
@@ -135,13 +148,12 @@ def open_storage(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            callback = (optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-                        if heartbeat_interval is not None else None)
+            retry = _stale_trial_retry(max_retry) if heartbeat_interval is not None else {}
             for attempt in range(5):
                 try:
                     storage = optuna.storages.RDBStorage(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                        grace_period=grace_period, heartbeat_stale_trial_callback=callback)
+                        grace_period=grace_period, **retry)
                     break
                 except Exception as e:
                     # Workers started together on a new database race to create its tables;

@@ -5,7 +5,10 @@ cached (see :class:`WorkerStorage`). :func:`worker_storage` wraps what
 storages are used as they are.
 
 It works on Optuna's RDB tables with SQLAlchemy Core (Optuna's table models and
-two of ``RDBStorage``'s private readers): tested with Optuna 5.0.
+two of ``RDBStorage``'s private readers): tested with Optuna 4.3 to 5.0
+(``bash .ci/optuna-versions``). Older releases lack the incremental
+``_get_trials`` (before 4.1) and ``UpdateFinishedTrialError`` (before 4.3);
+``pyproject.toml`` asks for ``optuna>=4.3``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import json
 import random
 import threading
 import time
+import warnings
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -160,6 +164,10 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
 
     def get_heartbeat_stale_trial_callback(self):
         return self._backend.get_heartbeat_stale_trial_callback()
+
+    if not hasattr(BaseHeartbeat, "get_heartbeat_stale_trial_callback"):  # Optuna < 4.9: the older name
+        def get_failed_trial_callback(self):
+            return self._backend.get_failed_trial_callback()
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
         return self._backend.get_best_trial(study_id)
@@ -599,8 +607,39 @@ def worker_storage(storage: Any) -> Any:
     storage (journal, in-memory) as it is."""
     if isinstance(storage, WorkerStorage):
         return storage
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return WorkerStorage(storage)
-    if isinstance(storage, optuna.storages._CachedStorage):
-        return WorkerStorage(storage._backend)
-    return storage
+    cached = getattr(optuna.storages, "_CachedStorage", ())
+    backend = storage._backend if cached and isinstance(storage, cached) else storage
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        return storage
+    missing = _unsupported_optuna()
+    if missing:  # a correct search still runs on Optuna's own storage, only with more database round trips
+        warnings.warn(f"archlab's batched worker storage does not support Optuna {optuna.__version__} "
+                      f"({missing}); using Optuna's own storage (slower per trial). Tested: Optuna 4.3 to 5.0.",
+                      RuntimeWarning, stacklevel=2)
+        return storage
+    return WorkerStorage(backend)
+
+
+def _unsupported_optuna() -> str:
+    """What of Optuna's internals :class:`WorkerStorage` relies on is missing or
+    changed in the installed Optuna ("" when nothing is)."""
+    import inspect
+
+    try:
+        from optuna.storages._rdb import models
+    except ImportError:
+        return "no optuna.storages._rdb.models"
+    rdb = optuna.storages.RDBStorage
+    needs = {"models": [m for m in ("StudyModel", "TrialModel", "TrialParamModel", "TrialValueModel",
+                                    "TrialUserAttributeModel", "TrialSystemAttributeModel",
+                                    "TrialHeartbeatModel") if not hasattr(models, m)],
+             "RDBStorage": [m for m in ("_get_trials", "_get_stale_trial_ids") if not hasattr(rdb, m)],
+             "optuna.exceptions": [] if hasattr(optuna.exceptions, "UpdateFinishedTrialError")
+             else ["UpdateFinishedTrialError"]}
+    gone = "; ".join(f"{where} lacks {', '.join(names)}" for where, names in needs.items() if names)
+    if gone:
+        return gone
+    params = list(inspect.signature(rdb._get_trials).parameters)
+    if params != ["self", "study_id", "states", "included_trial_ids", "trial_id_greater_than"]:
+        return f"RDBStorage._get_trials takes {params[1:]}"
+    return ""
