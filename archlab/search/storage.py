@@ -19,7 +19,8 @@ Heartbeats exist only for RDB storages (Optuna's ``BaseHeartbeat``): every
 running trial's worker stamps the trial each ``heartbeat_interval`` seconds; a
 trial whose stamp is older than ``grace_period`` is marked FAIL by the next
 worker that looks, and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`
-(``RetryFailedTrialCallback`` before Optuna 4.9) enqueues a WAITING copy of it (same parameters) that the next ``ask`` runs.
+(``RetryFailedTrialCallback`` before Optuna 4.9) enqueues a WAITING copy of it
+(same parameters) that the next ``ask`` runs.
 """
 from __future__ import annotations
 
