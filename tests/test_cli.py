@@ -73,6 +73,26 @@ def test_user_errors_print_one_line_and_exit_2(args, message):
     assert len(lines) == 1 and lines[0].startswith("archlab: error: ") and message in lines[0], err
 
 
+def test_archlab_warnings_print_one_line_others_keep_their_origin(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from archlab.search import worker_storage
+
+    def unsupported():
+        warnings.warn("a torch-side note", FutureWarning)  # stands for a third-party warning: shown as usual
+        return "pretend"
+
+    monkeypatch.setattr(worker_storage, "_unsupported_optuna", unsupported)
+    with pytest.warns(FutureWarning, match="a torch-side note") as passed_on:  # Python's own handler got it
+        assert main(["search", "--space", "nasbench201", "--n-trials", "2", "--quiet",
+                     "--storage", f"sqlite:///{tmp_path}/w.db", "--study", "w"]) == 0
+    assert [w.filename for w in passed_on] == [__file__]
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("archlab: warning: ")]
+    assert len(ours) == 1 and "does not support Optuna" in ours[0] and "(pretend)" in ours[0], err
+    assert "torch-side" not in err and "worker_storage.py" not in err
+
+
 def test_usage_error_exits_2():
     code, _, err = run("show")
     assert code == 2 and "Traceback" not in err

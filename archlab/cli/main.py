@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 
 from archlab.cli import commands
 
@@ -67,12 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """archlab's own warnings as one line, like its errors; other packages' as Python shows them."""
+    if Path(filename).resolve().is_relative_to(_PACKAGE):
+        print(f"archlab: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     from archlab.errors import ArchlabError
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except ArchlabError as e:
         msg = " ".join(str(e).split("\n"))
         print(f"archlab: error: {msg}", file=sys.stderr)

@@ -613,7 +613,7 @@ def worker_storage(storage: Any) -> Any:
         return storage
     missing = _unsupported_optuna()
     if missing:  # a correct search still runs on Optuna's own storage, only with more database round trips
-        warnings.warn(f"archlab's batched worker storage does not support Optuna {optuna.__version__} "
+        warnings.warn(f"the batched worker storage does not support Optuna {optuna.__version__} "
                       f"({missing}); using Optuna's own storage (slower per trial). Tested: Optuna 4.3 to 5.0.",
                       RuntimeWarning, stacklevel=2)
         return storage
