@@ -2,7 +2,7 @@
 # Install and start a local PostgreSQL server for the search-worker tests (Debian, as root),
 # create role and database "archlab", and print the SQLAlchemy URL on stdout:
 #   export ARCHLAB_TEST_POSTGRES_URL=$(.ci/postgres.sh)
-# The Python side needs the driver psycopg2-binary (pyproject's dev extra).
+# The Python side needs a driver: psycopg2-binary (pyproject's dev extra) or psycopg 3.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(ls /usr/lib/postgresql 2>/dev/null)" ]; then
@@ -26,4 +26,5 @@ fi
 if [ "$(psql_ "SELECT 1 FROM pg_database WHERE datname='archlab'")" != "1" ]; then
     psql_ "CREATE DATABASE archlab OWNER archlab" >&2
 fi
-echo "postgresql+psycopg2://archlab:archlab@127.0.0.1:5432/archlab"
+# the URL form the README documents: archlab picks the installed driver (psycopg2-binary from the dev extra)
+echo "postgresql://archlab:archlab@127.0.0.1:5432/archlab"

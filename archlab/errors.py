@@ -8,8 +8,22 @@ message can be acted on without reading a stack trace. The CLI catches
 from __future__ import annotations
 
 
+MAX_MESSAGE = 500
+"""Characters of an error message: longer ones are cut (``... (N more characters)``),
+so every one-line error stays one readable line however large the input."""
+
+
 class ArchlabError(Exception):
-    """Base class of every error caused by user input (graphs, files, names)."""
+    """Base class of every error caused by user input (graphs, files, names).
+
+    A message (the first argument) longer than :data:`MAX_MESSAGE` characters is
+    shortened on construction and line breaks become spaces; build messages
+    from :func:`short` and :func:`short_list` so no part of one is unbounded."""
+
+    def __init__(self, *args) -> None:
+        if args and isinstance(args[0], str):
+            args = (cap_message(args[0]), *args[1:])
+        super().__init__(*args)
 
 
 class GraphError(ArchlabError):
@@ -68,11 +82,99 @@ class ModelNotFoundError(ArchlabError):
     """A model name is not in the zoo and is not a file or import path."""
 
 
+class UserCodeError(ArchlabError):
+    """Code the user supplied (a ``pkg.mod:callable`` model, a space file) raised.
+
+    The message names the code and the exception on one line; ``__cause__`` is
+    the original exception, which ``archlab --traceback`` prints in full.
+    """
+
+
 def fmt_shape(shape) -> str:
-    """``(64, 56, 56)`` -> ``'64x56x56'``; ``None`` -> ``'?'``."""
+    """``(64, 56, 56)`` -> ``'64x56x56'``; ``None`` -> ``'?'``; an astronomically
+    large size as ``~1.0e400`` (:func:`short_int`)."""
     if shape is None:
         return "?"
-    return "x".join(str(s) for s in shape)
+    if not isinstance(shape, (tuple, list)):
+        return short(shape)
+    text = "x".join(short_int(s) if type(s) is int else short(s, 20) for s in shape[:8])
+    return text + (f"x... ({len(shape) - 8} more)" if len(shape) > 8 else "")
+
+
+def cap_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """``text`` on one line and at most about ``limit`` characters."""
+    text = text.replace("\r", " ").replace("\n", " ")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 30]}... ({len(text) - limit + 30:,} more characters)"
+
+
+def short_int(n: int) -> str:
+    """``str(n)``, or ``~1.2e400`` for an int of more than 18 digits: Python
+    refuses to write ints beyond 4,300 digits, and nobody reads one."""
+    if -10**18 < n < 10**18:
+        return str(n)
+    import math
+
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    shift = max(0, n.bit_length() - 64)
+    e10 = math.log10(n >> shift) + shift * math.log10(2)
+    e = math.floor(e10)
+    return f"~{sign}{10 ** (e10 - e):.1f}e{e}"
+
+
+def short(obj, limit: int = 80) -> str:
+    """A ``repr`` of ``obj`` of at most about ``limit`` characters, in time
+    bounded by ``limit`` whatever ``obj`` is (a YAML alias bomb, a list of a
+    million items, an int of 10,000 digits)."""
+    import itertools
+
+    out: list[str] = []
+    budget = [limit]
+
+    def put(text: str) -> bool:
+        if budget[0] <= 0:
+            return False
+        out.append(text[:budget[0]])
+        budget[0] -= len(text)
+        return budget[0] > 0
+
+    def walk(x, depth: int) -> bool:
+        t = type(x)
+        if t is bool or x is None or t is float:
+            return put(repr(x))
+        if t is int:
+            return put(short_int(x))
+        if t is str:
+            return put(repr(x[:limit]) if len(x) <= limit else repr(x[:limit]) + "...")
+        if t in (list, tuple, dict):
+            if depth > 4:
+                return put("...")
+            open_, close = {list: "[]", tuple: "()", dict: "{}"}[t]
+            if not put(open_):
+                return False
+            items = list(itertools.islice(x.items(), limit)) if t is dict else x[:limit]
+            for k, item in enumerate(items):
+                if k and not put(", "):
+                    return False
+                if t is dict:
+                    if not walk(item[0], depth + 1) or not put(": ") or not walk(item[1], depth + 1):
+                        return False
+                elif not walk(item, depth + 1):
+                    return False
+            return put(close)
+        return put(f"<{t.__name__}>")
+
+    walk(obj, 0)
+    text = "".join(out)
+    return text if budget[0] > 0 else text[:limit] + "..."
+
+
+def short_list(items, limit: int = 8, *, sep: str = ", ") -> str:
+    """``'a, b, c, ... (19,997 more)'``: at most ``limit`` of ``items`` (strings)."""
+    items = list(items) if not isinstance(items, (list, tuple)) else items
+    head = sep.join(str(x)[:120] for x in items[:limit])
+    return head + (f"{sep}... ({len(items) - limit:,} more)" if len(items) > limit else "")
 
 
 def node_error(cls: type[ArchlabError], node, message: str, *, fix: str | None = None) -> ArchlabError:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, UserCodeError
 from archlab.graph import Graph
 
 SpaceFn = Callable[[Any], Graph]
@@ -138,9 +138,9 @@ def load_space_file(path: str | Path) -> Space:
     docstring (the description).
 
     Raises:
-        ArchlabError: the file is missing, raises while it is imported (the
-            exception's type and message are quoted), or defines no callable
-            ``space``.
+        ArchlabError: the file is missing or defines no callable ``space``.
+        UserCodeError: the file raises while it is imported (the exception's
+            type and message are quoted; ``__cause__`` is the exception).
     """
     path = Path(path)
     if not path.is_file():
@@ -153,9 +153,11 @@ def load_space_file(path: str | Path) -> Space:
     sys.modules[mod_name] = module  # dataclasses and pickling look a class's module up there
     try:
         spec.loader.exec_module(module)
-    except Exception as e:  # a user's file may raise anything; report it on one line
+    except BaseException as e:  # a user's file may raise anything (SystemExit too); report it on one line
         del sys.modules[mod_name]
-        raise ArchlabError(f"search space file {str(path)!r} raised {type(e).__name__} on import: {e}") from None
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        raise UserCodeError(f"search space file {str(path)!r} raised {type(e).__name__} on import: {e}") from e
     fn = getattr(module, "space", None)
     if not callable(fn):
         what = "defines no function `space`" if fn is None else f"defines `space` as a {type(fn).__name__}"

@@ -123,3 +123,63 @@ def test_analyze_does_not_import_torch_for_zoo_models_or_files(tmp_path):
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+# -- receptive-field fields: one meaning whether a node is global or not --------------------
+def test_rf_size_is_the_unclipped_spatial_field_also_for_global_nodes():
+    rows = {r["name"]: r for r in analyze(archlab.get_model("se_resnet50")).rows}
+    # An SE gate makes the block global, but its spatial field is its conv's: 427 > the 224 image,
+    # not the image size, so sorting by rf_size ranks it with the local rows.
+    conv3, scaled = rows["layer4.2.conv3"], rows["layer4.2.se.scale"]
+    assert scaled["rf_global"] and scaled["rf_size"] == conv3["rf_size"] == 427 and scaled["rf_stride"] == 32
+    assert scaled["rf_coverage"] == 1.0
+    # After global pooling there is no spatial path: null, not the input size.
+    assert rows["avgpool"]["rf_global"] and rows["avgpool"]["rf_size"] is None and rows["avgpool"]["rf_stride"] is None
+    local = rows["layer1.0.conv1"]
+    assert not local["rf_global"] and 0 < local["rf_coverage"] < 1
+
+
+def test_rf_fields_in_json_csv_and_dataframe(capsys):
+    assert main(["analyze", "resnet50", "--format", "json"]) == 0
+    layers = json.loads(capsys.readouterr().out)["layers"]
+    last = next(r for r in layers if r["name"] == "layer4.2.conv3")
+    assert last["rf_size"] == 427 and not last["rf_global"]  # unclipped: larger than the 224 image
+    assert [r["rf_size"] for r in layers][-2:] == [None, None] and all(r["rf_global"] for r in layers[-2:])
+    assert "rf_local_size" not in last
+    assert main(["analyze", "resnet50", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[-1]["rf_size"] == "" and rows[-1]["rf_global"] == "True" and rows[-1]["rf_coverage"] == "1.0"
+    df = analyze(archlab.get_model("resnet50")).to_dataframe()
+    assert df["rf_size"].isna().sum() == 2 and df["rf_size"].max() == 427
+
+
+# -- scope rows: aggregate columns, labelled -----------------------------------------------
+def test_scope_rows_sum_every_count_column():
+    g = archlab.get_model("resnet18")
+    flat, deep = analyze(g), analyze(g, depth=1)
+    for key in ("params", "macs", "activation_elements", "activation_bytes"):
+        assert sum(r[key] for r in deep.rows) == flat.totals[key], key
+    layer1 = next(r for r in deep.rows if r["name"] == "layer1")
+    assert layer1["activation_elements"] == sum(r["activation_elements"] for r in flat.rows
+                                                if r["name"].startswith("layer1."))
+    assert layer1["output_shape"] == [64, 56, 56]  # the scope's last layer
+
+
+def test_depth_table_headers_say_which_columns_are_sums(capsys):
+    assert main(["analyze", "resnet18", "--depth", "1"]) == 0
+    header = capsys.readouterr().out.splitlines()[2]
+    for label in ("output (last)", "params (sum)", "MACs (sum)", "activations (sum)", "act. memory (sum)"):
+        assert label in header
+    assert main(["analyze", "resnet18"]) == 0
+    assert "(sum)" not in capsys.readouterr().out.splitlines()[2]
+
+
+def test_macs_column_has_one_format():
+    from archlab.analysis.report import human
+
+    assert [human(n) for n in (512, 2400, 512_000, 118_013_952)] == ["512", "2.40K", "512.00K", "118.01M"]
+    b = archlab.GraphBuilder("small")
+    x = b.flatten(b.input((3, 4, 4)))
+    b.output(b.linear(b.linear(x, 50, name="fc1"), 10, name="fc2"))  # 2,400 and 500 MACs
+    table = analyze(b.build()).to_table()
+    assert " 2.40K " in table and " 500 " in table and " 2400 " not in table

@@ -51,6 +51,25 @@ def test_erf_mass_is_concentrated_in_the_centre(erf_three):
     assert e.area_ratio(0.95) == sides[-1] ** 2 / 31**2
 
 
+def test_report_ratios_name_what_they_are_against(erf_three):
+    """Each square's area is given against the theoretical field (7x7 here) and,
+    separately and so labelled, against the image (31x31): RepLKNet's ratio."""
+    e = erf_three
+    assert e.theory_pixels == (7, 7)
+    side = e.squares[0.95]
+    assert e.theory_ratio(0.95) == side**2 / 49 and e.area_ratio(0.95) == side**2 / 31**2
+    line = next(x for x in e.report().splitlines() if "95% mass" in x)
+    assert f"{side} px square: {side**2 / 49:.1%} of the theoretical field's area in the image, " \
+           f"{side**2 / 31**2:.1%} of the image's" in line
+    assert "(7x7 px in the image" in e.report()
+
+
+def test_a_field_larger_than_the_image_is_compared_within_the_image():
+    e = effective_receptive_field(_three_convs(side=5), samples=2, batch=2)
+    assert e.theory.size == (7, 7) and e.theory_pixels == (5, 5)
+    assert e.theory_ratio(0.95) == e.area_ratio(0.95) == e.squares[0.95] ** 2 / 25
+
+
 def test_centred_squares_follow_the_mass():
     delta = np.zeros((9, 9))
     delta[4, 4] = 1.0

@@ -61,9 +61,36 @@ def test_torchvision_models_import_exactly(name, kwargs, input_shape):
 def test_shufflenet_channel_shuffle_is_reported_by_node():
     err = import_error(torchvision.models.shufflenet_v2_x0_5(num_classes=10), (3, 32, 32))
     for node in ("view", "transpose", "chunk"):  # channel shuffle and the split of each unit
-        assert node in err.nodes and f"  - {node}: " in str(err)
-    assert "torch.transpose" in str(err) and "Tensor.chunk" in str(err)
-    assert "file an issue" in str(err)
+        assert node in err.nodes and f"  - {node}: " in err.details
+    assert "Tensor.view x32 (view, view_1, ...)" in str(err) and "torch.transpose x16" in str(err)
+    assert "Tensor.chunk" in err.details and "file an issue" in str(err)
+    assert len(str(err)) < 500 and len(err.nodes) == 87 and "(86 more; --traceback lists all)" in str(err)
+
+
+class FunctionalBatchNorm(nn.Module):
+    """22 conv + ``F.batch_norm`` with the weights read directly: 22 unsupported
+    calls, each with four weight reads (get_attr) that are not failures of their own."""
+
+    def __init__(self, n=22):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(4 if i else 3, 4, 3, padding=1) for i in range(n))
+        self.bns = nn.ModuleList(nn.BatchNorm2d(4) for _ in range(n))
+
+    def forward(self, x):
+        for conv, bn in zip(self.convs, self.bns):
+            x = torch.tanh(F.batch_norm(conv(x), bn.running_mean, bn.running_var, bn.weight, bn.bias))
+        return x
+
+
+def test_a_long_import_error_is_bounded_and_counts_weight_reads_with_their_reader():
+    err = import_error(FunctionalBatchNorm(), (3, 8, 8))
+    text = str(err)
+    assert len(text) < 500, len(text)
+    assert len(err.nodes) == 44 and not any("running_mean" in n or "weight" in n for n in err.nodes)
+    assert text.startswith("cannot import FunctionalBatchNorm: 44 fx node(s) of 2 kind(s) cannot be expressed in "
+                           "archlab: torch.nn.functional.batch_norm x22 (batch_norm, batch_norm_1, ...), "
+                           "torch.tanh x22 (tanh, tanh_1, ...)")
+    assert "it reads 4 weight(s) directly" in err.details and err.details.count("\n") == 43
 
 
 def test_stochastic_depth_in_training_mode_asks_for_eval_mode():
@@ -247,3 +274,13 @@ class Heads(nn.Module):
 def test_dict_outputs_become_named_outputs():
     graph = assert_same_as(Heads(), (3, 8, 8))
     assert graph.outputs == {"features": "conv", "logits": "fc"}
+
+
+def test_the_import_error_bound_holds_for_many_long_kinds():
+    from archlab.torchio.import_errors import MAX_ERROR, import_error
+
+    problems = [(f"node_{k}_{i}_" + "n" * 40, f"some.very.long.module.path.Kind{k}" + "K" * 60, "call_function x: ",
+                 "archlab has no op for it " + "because " * 30) for k in range(12) for i in range(5)]
+    err = import_error("A" * 200, problems, {})
+    assert len(str(err)) <= MAX_ERROR and "file an issue" in str(err)
+    assert len(err.nodes) == 60 and err.details.count("\n") == 59

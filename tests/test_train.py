@@ -168,8 +168,13 @@ def test_segmentation_augmentation_keeps_labels_and_marks_padding_ignored():
     assert (padded < 1e-6).float().mean() > 0.7
     # no zoom: every image is itself or its mirror, exactly
     xs, ms = augment_segmentation(x, masks, scale=(1.0, 1.0), ignore_index=255, generator=g)
+    flips = 0
     for i in range(16):
-        assert torch.equal(ms[i], masks[i].long()) or torch.equal(ms[i], masks[i].long().flip(-1))
+        same = torch.equal(ms[i], masks[i].long())
+        assert same or torch.equal(ms[i], masks[i].long().flip(-1))
+        assert torch.allclose(xs[i], x[i] if same else x[i].flip(-1), atol=1e-5)  # image follows its mask
+        flips += not same
+    assert 0 < flips < 16
 
 
 def test_init_follows_torchvision_kaiming_fan_out_and_unit_batch_norm():

@@ -4,8 +4,11 @@
 with per-layer rows and totals; the passes are usable alone:
 
 * :func:`~archlab.analysis.counts.param_counts`, :func:`~archlab.analysis.counts.mac_counts`
-* :func:`~archlab.analysis.memory.activation_memory`, :func:`~archlab.analysis.memory.training_memory`
+* :func:`~archlab.analysis.memory.activation_memory`, :func:`~archlab.analysis.train_memory.training_memory`
 * :func:`~archlab.analysis.receptive_field.receptive_fields`
+
+:mod:`archlab.analysis.measure` (torch) measures what a real forward holds, to
+check the memory figures against.
 """
 from __future__ import annotations
 
@@ -28,12 +31,17 @@ def _rf_value(pair):
 
 
 def _rf_columns(rf) -> dict:
+    """The ``rf_*`` row keys (see :mod:`archlab.analysis.report` for the schema):
+    size, stride and start of the field through the node's spatial paths (unclipped,
+    so they rank by field size whether the node is global or not), ``None`` when
+    it has none (after global pooling)."""
+    local = rf.local_size if rf.is_global else rf.size
     return {
-        "rf_size": _rf_value(rf.size),
-        "rf_stride": _rf_value(rf.jump),
-        "rf_start": _rf_value(rf.start),
+        "rf_size": None if local is None else _rf_value(local),
+        "rf_stride": None if local is None else _rf_value(rf.jump),
+        "rf_start": None if local is None else _rf_value(rf.start),
         "rf_global": rf.is_global,
-        "rf_local_size": _rf_value(rf.local_size) if rf.is_global and rf.local_size is not None else None,
+        "rf_coverage": rf.coverage,
         "rf_aligned": rf.aligned,
     }
 
@@ -61,8 +69,11 @@ def analyze(
 
     Returns:
         An :class:`Analysis`; ``totals['activation_elements']`` is the sum of the
-        rows' outputs (the lecture table's convention: VGG16 at 224 ->
-        15,237,608 values per image, input included).
+        layers' outputs (the lecture table's convention: VGG16 at 224 ->
+        15,237,608 values per image, input included). With ``depth``, a scope
+        row's ``params``, ``buffers``, ``macs`` and ``activation_*`` are sums
+        over its layers (so each column still sums to its total) and its
+        ``output_shape`` and ``rf_*`` are those of its last layer.
     """
     from archlab.analysis.memory import DTYPE_BYTES, _rules, activation_memory, training_memory
     from archlab.analysis.receptive_field import receptive_fields
@@ -86,6 +97,7 @@ def analyze(
     named = group_by_depth(graph, groups, depth) if depth is not None else [(g[0], g) for g in groups]
     p_node, b_node, m_node = params.per_node, buffers.per_node, macs.per_node
     out_elements = dict(mem.out_elements)
+    layer_tails = {tail(g) for g in layers}
     rf_cols: dict[int, dict] = {}  # pointwise nodes share their input's RF object
     rows = []
     for row_name, group in named:
@@ -94,7 +106,10 @@ def analyze(
         cols = rf_cols.get(id(rf))
         if cols is None:
             cols = rf_cols[id(rf)] = _rf_columns(rf)
-        elements = out_elements[last] * batch
+        if depth is None:
+            elements = out_elements[last] * batch
+        else:  # a scope row sums its layers' outputs, as it sums their params and MACs
+            elements = sum(out_elements[n] for n in group if n in layer_tails) * batch
         if len(group) == 1:
             n = group[0]
             op, n_params, n_buffers, n_macs = op_of[n], p_node[n], b_node[n], m_node.get(n, 0)
@@ -137,6 +152,7 @@ def analyze(
         ),
         "batch": batch,
         "dtype": mem.dtype,
+        "depth": depth,
         "input_shape": list(inp.shape),
         "unsupported": macs.unsupported,
     }

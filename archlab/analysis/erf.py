@@ -64,24 +64,44 @@ class ERF:
     def input_size(self) -> tuple[int, int]:
         return tuple(self.grad.shape)  # type: ignore[return-value]
 
+    def _square_pixels(self, fraction: float) -> int:
+        """Pixels of the centred square for ``fraction``, clipped to the image."""
+        half = self.squares[fraction] // 2
+        (h, w), (ci, cj) = self.input_size, self.centre
+        return (min(h - 1, ci + half) - max(0, ci - half) + 1) * (min(w - 1, cj + half) - max(0, cj - half) + 1)
+
+    @property
+    def theory_pixels(self) -> tuple[int, int]:
+        """Rows and columns of the theoretical field of :attr:`unit` inside the
+        image (the whole image when the field is global)."""
+        (t, b), (l, r) = self.theory.pixel_box(*self.unit)
+        return max(0, b - t + 1), max(0, r - l + 1)
+
     def area_ratio(self, fraction: float) -> float:
-        """Area of the square for ``fraction`` over the image area (RepLKNet's
-        "high-contribution area ratio")."""
-        side = self.squares[fraction]
+        """Area of the square for ``fraction`` (clipped to the image) over the
+        *image's* area: RepLKNet's "high-contribution area ratio"."""
         h, w = self.input_size
-        return min(side, h) * min(side, w) / (h * w)
+        return self._square_pixels(fraction) / (h * w)
+
+    def theory_ratio(self, fraction: float) -> float:
+        """Area of the square for ``fraction`` over the area of the unit's
+        theoretical field, both clipped to the image: the share of the pixels
+        that can influence the unit that holds ``fraction`` of the gradient."""
+        th, tw = self.theory_pixels
+        return self._square_pixels(fraction) / (th * tw)
 
     def report(self) -> str:
-        """A few lines: the squares, their share of the theoretical field, the field."""
+        """A few lines: the theoretical field, then per fraction the square's side
+        and its area as a share of the theoretical field (in the image) and of
+        the image."""
         trf = self.theory
-        spatial = trf.local_size if trf.is_global else trf.size  # through the spatial paths
-        t_side = max(float(s) for s in spatial) if spatial else None
+        th, tw = self.theory_pixels
         lines = [f"{self.node}: unit {self.unit}, input {self.input_size[0]}x{self.input_size[1]}, "
                  f"{self.samples} random inputs"]
-        lines.append(f"  theoretical RF   {trf}   (coverage of the image {trf.coverage:.0%})")
+        lines.append(f"  theoretical RF   {trf}   ({th}x{tw} px in the image, coverage {trf.coverage:.0%})")
         for f, side in self.squares.items():
-            rel = f", {side / t_side:.0%} of the theoretical side" if t_side else ""
-            lines.append(f"  ERF {f:>4.0%} mass   {side} px square{rel}; area ratio {self.area_ratio(f):.3f}")
+            lines.append(f"  ERF {f:>4.0%} mass   {side} px square: {self.theory_ratio(f):.1%} of the theoretical "
+                         f"field's area in the image, {self.area_ratio(f):.1%} of the image's")
         return "\n".join(lines)
 
 
@@ -284,8 +304,9 @@ def write_erf_png(
     draw.text((w * s + 23, bar_h - 11), f"1e-{decades:g}" if decades > 0 else "0", fill=(0, 0, 0), font=font)
 
     trf = "global" if erf.theory.is_global else "x".join(f"{float(x):g}" for x in erf.theory.size)
+    th, tw = erf.theory_pixels
     squares = "/".join(f"{f:.0%}" for f in erf.squares) + ": " + "/".join(str(v) for v in erf.squares.values())
-    lines = [title or f"ERF {erf.node} (N={erf.samples})", f"{squares} px (white); TRF {trf} (cyan)"]
+    lines = [title or f"ERF {erf.node} (N={erf.samples})", f"{squares} px (white); TRF {trf}, {th}x{tw} in image (cyan)"]
     for k, line in enumerate(lines):
         draw.text((4, h * s + 4 + 18 * k), line, fill=(0, 0, 0), font=font)
     img.save(path, format="PNG")

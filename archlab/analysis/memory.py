@@ -4,7 +4,8 @@ A pass over the graph in :meth:`Graph.topo_order` (the order the compiled
 module runs its nodes) using each op's :meth:`~archlab.ops.base.Op.memory` rule.
 No torch is needed. The rules follow what PyTorch's CPU kernels for each op's
 ``emit`` allocate and save for backward; ``tests/test_memory.py`` checks them to
-the byte against the compiled module.
+the byte against the tensors a real forward of the compiled module holds
+(:mod:`archlab.analysis.measure`).
 
 Conventions (all sizes in bytes unless a name says ``elements``):
 
@@ -20,20 +21,33 @@ Conventions (all sizes in bytes unless a name says ``elements``):
   left out (:attr:`MemoryRule.table_row`). For VGG16 at 224 the rows sum to
   15,237,608 values per image (the slide's "24M" is an acknowledged error,
   cs231n.github.io issue #88).
-* **Peak live memory** of an inference forward (eval, no grad): a node's output
-  is allocated when the node runs and freed after the last node that reads its
-  values, or the values of a view of it, has run; graph outputs live to the
-  end; the input is live from the start until its last reader. What an op
-  reads of each input is its :meth:`~archlab.ops.base.Op.reads` declaration:
-  a size reference (``upsample(x, like)``, ``crop2d``'s second input) is read
-  at build time and keeps nothing alive; side outputs
-  (:attr:`MemoryRule.side_outputs`: a ``max_pool2d_with_indices``'s int64
-  indices) are allocated with the output and live until the last node that
-  reads them (its ``max_unpool2d``), which need not keep the pool's values.
-  While a node runs, the inputs it reads and its output are live together.
-  Kernel workspaces and the transient partial sums of an add with 3+ inputs
-  are not counted.
-* **Training memory**: the tensors autograd saves for backward in a training
+* **Peak live memory** of an inference forward (eval, no grad) of the compiled
+  module: the most bytes that the graph's tensors hold at once while the nodes
+  run in :meth:`Graph.topo_order`. Counted:
+
+  - the graph inputs, live for the whole forward (the caller holds them);
+  - each node's output, allocated when the node runs and freed after the last
+    node that reads its values, or the values of a view of it, has run; graph
+    outputs live to the end. What an op reads of each input is its
+    :meth:`~archlab.ops.base.Op.reads` declaration: a size reference
+    (``upsample(x, like)``, ``crop2d``'s second input) is read at build time and
+    keeps nothing alive;
+  - side outputs (:attr:`MemoryRule.side_outputs`: a
+    ``max_pool2d_with_indices``'s int64 indices), allocated with the output and
+    live until the last node that reads them (its ``max_unpool2d``), which need
+    not keep the pool's values;
+  - while a node runs, the inputs it reads and its output are live together;
+  - the partial sums of an ``add`` of 3+ inputs: the compiled module adds
+    pairwise from the left (``(a + b) + c``), so from the second addition on a
+    partial sum of the output's size is live beside the output; the inputs the
+    first addition was the last reader of are freed before it.
+
+  Left out: memory a kernel allocates and frees inside one call (oneDNN weight
+  reorders and scratchpads, cuDNN workspaces), parameters and buffers, and the
+  allocator's rounding and caching. ``benchmarks/memory_honesty.py`` measures
+  both: the graph's tensors to the byte, and the allocator's peak, which is
+  higher by those workspaces (see ``docs/analysis.md``).
+* **Training memory** (:mod:`archlab.analysis.train_memory`): the tensors autograd saves for backward in a training
   forward (deduplicated by storage: a tensor saved by several ops, or through a
   view, counts once; each is attributed to the node that produced it, extras
   such as max-pool indices to the node that saves them), plus parameters, their
@@ -47,7 +61,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping
 
 from archlab.errors import ArchlabError
-from archlab.analysis.counts import param_table
 from archlab.graph.plan import per_sig, plan
 from archlab.ops.base import MemoryRule
 
@@ -120,47 +133,6 @@ class MemoryReport:
     side_bytes: Mapping[str, int] = field(default_factory=lambda: _frozen({}))
 
 
-@dataclass(frozen=True)
-class TrainingMemory:
-    """Memory of one training step (see the module docstring); bytes.
-
-    Fields:
-        batch, dtype, optimizer: the configuration (``param_dtype`` for
-            parameters, gradients and optimizer state).
-        saved_bytes: node -> bytes saved for backward attributed to it.
-        saved_activations: saved tensors in the activation dtype (a node's
-            input or output, dropout masks); scales with dtype.
-        saved_other: saved tensors of fixed dtype (int64 max-pool indices,
-            batch-norm statistics in the parameters' dtype).
-        params, grads, optimizer_state: parameter bytes, their gradients, and
-            ``OPTIMIZER_STATES[optimizer]`` buffers of the same size.
-        buffers: buffer bytes (batch-norm running statistics in fp32 and an
-            int64 counter).
-    """
-
-    batch: int
-    dtype: str
-    param_dtype: str
-    optimizer: str
-    saved_bytes: Mapping[str, int]
-    saved_activations: int
-    saved_other: int
-    params: int
-    grads: int
-    optimizer_state: int
-    buffers: int
-
-    @property
-    def activations(self) -> int:
-        """All bytes saved for backward."""
-        return self.saved_activations + self.saved_other
-
-    @property
-    def total(self) -> int:
-        """Activations + parameters + gradients + optimizer state + buffers."""
-        return self.activations + self.params + self.grads + self.optimizer_state + self.buffers
-
-
 def unsupported_ops(graph: Graph) -> list[str]:
     """``"op 'node'"`` for every node whose op has no memory rule."""
     return list(_rules(graph, strict=False)[1])
@@ -211,6 +183,31 @@ def _bases(steps, rules: dict[str, MemoryRule], *, training: bool) -> dict[str, 
 def _dtype_bytes(dtype: str, itemsize: int) -> int:
     """Bytes per element of a tensor of ``dtype`` (``"activation"``: ``itemsize``)."""
     return itemsize if dtype == "activation" else DTYPE_BYTES[dtype]
+
+
+_PAIRWISE_FOLD = frozenset({"add"})
+"""Ops whose ``emit`` folds 3+ inputs pairwise from the left (``Add.emit``:
+``(a + b) + c``), each partial sum a new tensor of the output's size."""
+
+
+def _pairwise_partials(steps, base: dict[str, str], last: dict, per_el: int) -> dict[int, int]:
+    """step -> bytes live beyond its inputs and output while it runs: for an op
+    of :data:`_PAIRWISE_FOLD` with 3+ inputs, the partial sum that is live beside
+    the next one, less the inputs the first addition freed (bases whose last
+    reader is this step and that the rest of the fold does not read)."""
+    extra: dict[int, int] = {}
+    size: dict[str, int] = {}
+    for step, s in enumerate(steps):
+        if len(s.inputs) < 3 or s.op.name not in _PAIRWISE_FOLD:
+            continue
+        if not size:
+            size = {t.name: t.size for t in steps}
+        later = {base[i] for i in s.inputs[2:]}
+        freed = {base[i] for i in s.inputs[:2]} - later
+        released = sum(per_el * size[b] for b in freed if last.get(b) == step)
+        if (partial := per_el * s.size - released) > 0:
+            extra[step] = partial
+    return extra
 
 
 def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32") -> MemoryReport:
@@ -278,6 +275,9 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     end = len(steps)
     for o in graph.outputs.values():
         last[base[o]] = end
+    for n in graph.input_nodes:  # the caller holds the inputs through the forward
+        last[base[n.name]] = end
+    transient = _pairwise_partials(steps, base, last, per_el)
     freed = [0] * (end + 1)  # bytes freed after each step
     for key, step in last.items():
         freed[step] += out_b[key] if type(key) is str else side_b[key]
@@ -286,9 +286,9 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     for step, s in enumerate(steps):
         name = s.name
         live += alloc[step]
-        live_at[name] = live
-        if live > peak:
-            peak, peak_node = live, name
+        live_at[name] = at = live + transient.get(step, 0)
+        if at > peak:
+            peak, peak_node = at, name
         live -= freed[step]
         s.node.meta["memory"] = {
             "out_elements": out_el[name], "out_bytes": out_b[name], "side_bytes": per_node_side[name],
@@ -306,87 +306,12 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     )
 
 
-def training_memory(
-    graph: Graph, *, batch: int, dtype: object = "float32", optimizer: str = "adam", param_dtype: object = "float32",
-) -> TrainingMemory:
-    """Memory of a training step: saved activations + parameters + gradients +
-    optimizer state + buffers (see the module docstring).
+def __getattr__(name: str):
+    """``training_memory`` and ``TrainingMemory`` live in
+    :mod:`archlab.analysis.train_memory` (which builds on the helpers above) and
+    are importable from here too."""
+    if name in ("training_memory", "TrainingMemory"):
+        from archlab.analysis import train_memory
 
-    Writes ``node.meta["memory"]["saved_bytes"]`` for every node.
-
-    Args:
-        graph: a valid graph.
-        batch: batch size.
-        dtype: activation dtype (as for :func:`activation_memory`).
-        optimizer: ``sgd``, ``sgd_momentum``, ``adam`` or ``adamw``.
-        param_dtype: dtype of parameters, gradients and optimizer state (and of
-            batch-norm's saved statistics); float32 unless stated.
-
-    Raises:
-        ArchlabError: an op has no memory rule, or an unknown dtype/optimizer.
-    """
-    if optimizer not in OPTIMIZER_STATES:
-        raise ArchlabError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATES)}")
-    dtype, param_dtype = dtype_name(dtype), dtype_name(param_dtype)
-    itemsize, p_itemsize = DTYPE_BYTES[dtype], DTYPE_BYTES[param_dtype]
-    rules, _ = _rules(graph)
-    steps = plan(graph)
-    base = _bases(steps, rules, training=True)
-    own = [p for p, _ in param_table(graph)]
-    n_params = sum(own)
-
-    size = {s.name: s.size for s in steps}
-    per_el = batch * itemsize
-    buffers = 0
-    requires_grad: dict[str, bool] = {}
-    act_saved: dict[str, int] = {}  # storage (its allocating node) -> bytes: a tensor saved twice counts once
-    extra_saved: dict[str, int] = {}  # node -> bytes of the extras it saves (masks, indices, statistics)
-    extra_act = extra_other = 0
-    extras_of: dict[int, tuple[int, int]] = {}  # id(rule) -> (extras in activation dtype, other extras)
-    for (_, name, _, inputs, _, _, reads, _, _), own_params in zip(steps, own):
-        r = rules[name]
-        buffers += r.buffer_bytes
-        # Size references and indices carry no gradient.
-        if len(inputs) == 1:
-            grads_in = (requires_grad[inputs[0]] and reads[0] == "value",)
-        else:
-            grads_in = tuple(requires_grad[i] and what == "value" for i, what in zip(inputs, reads))
-        grad = requires_grad[name] = own_params > 0 or True in grads_in
-        if not grad:
-            continue  # no autograd node: nothing is saved
-        for i in r.saved_inputs:
-            if not r.cross_saved or any(g for j, g in enumerate(grads_in) if j != i):
-                b = base[inputs[i]]
-                act_saved[b] = per_el * size[b]
-        if r.saved_output:
-            b = base[name]
-            act_saved[b] = per_el * size[b]
-        if r.saved_extra:
-            e = extras_of.get(id(r))
-            if e is None:
-                e_act = e_other = 0
-                for x in r.saved_extra:
-                    nbytes = (p_itemsize if x.dtype == "param" else _dtype_bytes(x.dtype, itemsize)) \
-                        * x.elements * (batch if x.per_sample else 1)
-                    if x.dtype == "activation":
-                        e_act += nbytes
-                    else:
-                        e_other += nbytes
-                e = extras_of[id(r)] = (e_act, e_other)
-            extra_saved[name] = e[0] + e[1]
-            extra_act += e[0]
-            extra_other += e[1]
-
-    per_node = dict.fromkeys(base, 0)
-    for owner, nbytes in act_saved.items():
-        per_node[owner] += nbytes
-    for owner, nbytes in extra_saved.items():
-        per_node[owner] += nbytes
-    for s in steps:
-        s.node.meta.setdefault("memory", {})["saved_bytes"] = per_node[s.name]
-    p_bytes = n_params * p_itemsize
-    return TrainingMemory(
-        batch=batch, dtype=dtype, param_dtype=param_dtype, optimizer=optimizer, saved_bytes=_frozen(per_node),
-        saved_activations=sum(act_saved.values()) + extra_act, saved_other=extra_other,
-        params=p_bytes, grads=p_bytes, optimizer_state=OPTIMIZER_STATES[optimizer] * p_bytes, buffers=buffers,
-    )
+        return getattr(train_memory, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from archlab.errors import ArchlabError, GraphError
+from archlab.errors import ArchlabError, GraphError, short_int
 from archlab.graph.plan import per_sig, plan
 from archlab.ops.base import GLOBAL, POINTWISE, Window
 
@@ -81,7 +81,9 @@ def _half(x) -> int | Fraction:
 
 
 def _fmt(x: Fraction) -> str:
-    return str(_num(x)) if x.denominator == 1 else f"{float(x):g}"
+    if x.denominator == 1:
+        return short_int(int(x))
+    return f"{float(x):g}" if -FIELD_LIMIT <= x <= FIELD_LIMIT else short_int(int(x))
 
 
 @dataclass(frozen=True)
@@ -240,9 +242,32 @@ class _Local:
         return _Local(tuple(size), tuple(jump), tuple(start), tuple(slack))  # type: ignore[arg-type]
 
 
-def _is_broadcast(in_shape: tuple, out_shape: tuple) -> bool:
-    """A ``Cx1x1`` input spread over a larger ``CxHxW`` output."""
-    return len(in_shape) == 3 and len(out_shape) == 3 and in_shape[1:] == (1, 1) and out_shape[1:] != (1, 1)
+FIELD_LIMIT = 2**64
+"""Largest field size, jump or start (input pixels) the pass accepts: beyond it
+no real network lies (strides multiplying past 2**64), and every figure stays
+finite as a float (JSON, tables)."""
+
+
+def _bounded(node: Node, loc: _Local) -> _Local:
+    """``loc``, or a one-line error naming ``node`` when it is beyond :data:`FIELD_LIMIT`."""
+    lim = FIELD_LIMIT
+    for v in (*loc.size, *loc.jump, *loc.start):
+        if not -lim <= v <= lim:
+            raise ArchlabError(
+                f"{node.op} '{node.name}': receptive field beyond 2**64 input pixels (size "
+                f"{'x'.join(_fmt(x) for x in loc.size)}, jump {'x'.join(_fmt(x) for x in loc.jump)}); "
+                "its strides, kernels or paddings are too large for any real network")
+    return loc
+
+
+def _is_broadcast(in_shape: tuple, out_shape: tuple, rule) -> bool:
+    """A ``Cx1x1`` input spread over a larger ``CxHxW`` output by an element-wise
+    op (a ``mul`` gate). Only a pointwise rule broadcasts: an op with its own
+    window (upsampling, transposed conv, unpooling, adaptive pooling to more than
+    one bin) says through that window which inputs each output reads, a 1x1 map
+    included."""
+    return (len(in_shape) == 3 and len(out_shape) == 3 and in_shape[1:] == (1, 1) and out_shape[1:] != (1, 1)
+            and (rule is POINTWISE or rule == POINTWISE))
 
 
 def _merge(node: Node, cands: list[tuple[str, RF, Optional[_Local], bool]], input_size) -> RF:
@@ -262,6 +287,11 @@ def _merge(node: Node, cands: list[tuple[str, RF, Optional[_Local], bool]], inpu
             misaligned.add(node.name)  # a fixed region read by every unit: not a regular field
         if loc is not None and not bcast:
             spatial.append((name, loc))
+    if not spatial and global_input is None:
+        # Only broadcast inputs: every unit reads what they read (never left without a field).
+        spatial = [(name, loc) for name, _, loc, _ in cands if loc is not None]
+        if not spatial:
+            raise GraphError(f"{node.op} '{node.name}': no input with a spatial layout or a global field")
     local: Optional[_Local] = None
     max_input = None
     if spatial:
@@ -366,7 +396,7 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
         if len(inputs) == 1 and reads[0] == "value" and rule != GLOBAL:
             src_name, src_shape = inputs[0], in_shapes[0]
             loc = locals_[src_name]
-            if loc is not None and len(src_shape) == 3 and not _is_broadcast(src_shape, shape):
+            if loc is not None and len(src_shape) == 3 and not _is_broadcast(src_shape, shape, rule):
                 # Fast path (most nodes): one spatial, non-broadcast input; what _merge does with one candidate.
                 src = fields[src_name]
                 if rule is POINTWISE or rule == POINTWISE:
@@ -376,7 +406,7 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
                         locals_[name] = loc
                         continue
                 else:
-                    loc = loc.through(rule)
+                    loc = _bounded(node, loc.through(rule))
                 locals_[name] = loc  # == the geometry of rf (its local geometry when global)
                 fields[name] = node.meta["rf"] = _make(shape, loc, src.is_global, src.misaligned_at, None,
                                                        input_size)
@@ -391,10 +421,10 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
             for i, in_shape in paths:
                 loc = locals_[i]
                 if loc is not None and len(in_shape) == 3:
-                    loc = loc.through(rule)
+                    loc = _bounded(node, loc.through(rule))
                 else:
                     loc = None  # no spatial layout left (flat, or global without positions)
-                cands.append((i, fields[i], loc, _is_broadcast(in_shape, shape)))
+                cands.append((i, fields[i], loc, _is_broadcast(in_shape, shape, rule)))
             rf = _merge(node, cands, input_size)
         # Keep the spatial geometry (positions of units) for global nodes that still have a layout.
         locals_[name] = None if (rf.is_global and rf.local_size is None) else _Local(

@@ -1,15 +1,34 @@
 """The result of ``archlab analyze``: per-layer rows and totals, in several formats.
 
-Row keys (one row per node, or per scope with ``depth``):
-    name, op, output_shape (list), params, buffers, macs, activation_elements,
-    activation_bytes, rf_size, rf_stride, rf_start (a number when both axes
-    agree, else ``[h, w]``; ``rf_global`` is true when the unit sees the whole
-    input), rf_aligned.
+Row keys (one row per layer, per node with ``fold=False``, or per scope with
+``depth``):
+    name, op (``"scope"`` for a scope of several layers), output_shape (list: the
+    row's last layer's output), params, buffers, macs, activation_elements,
+    activation_bytes: a layer row's own params/MACs (its node and the pointwise
+    nodes folded into it) and its output; a scope row sums all four over its
+    layers, so every column sums to its total at any depth.
+    Receptive field of the row's output units (a number when both axes agree,
+    else ``[h, w]``):
+      rf_size: side of the field through the spatial paths, in input pixels,
+        unclipped (it may exceed the image: 975 for a deep net at 224), so
+        sorting by it ranks fields by size; ``null`` when the node has no
+        spatial path (after global pooling, flatten, linear).
+      rf_stride, rf_start: the effective stride and the centre of the first
+        unit's field, for that same field (``null`` with ``rf_size``).
+      rf_global: every unit reads the whole input (global pooling, linear, a
+        squeeze-and-excitation gate, PSPNet's 1-bin pooling), whatever
+        ``rf_size`` says of its spatial paths.
+      rf_coverage: fraction of the image covered by the central unit's field,
+        clipped to the image (1.0 when global).
+      rf_aligned: every merge upstream agrees on stride and centre.
 Total keys:
     params, buffers, macs, flops (= 2 x macs), flops_convention,
-    activation_elements, activation_bytes, peak_activation_bytes,
-    training_bytes, batch, dtype, input_shape, unsupported.
+    activation_elements, activation_bytes, all_node_elements,
+    peak_activation_bytes (see :mod:`archlab.analysis.memory` for what it
+    counts), peak_node, training_bytes, training_detail, batch, dtype, depth,
+    input_shape, unsupported.
 All counts are for the whole batch except params/buffers; bytes use ``dtype``.
+In CSV a list is ``HxW`` and ``null`` an empty cell.
 """
 from __future__ import annotations
 
@@ -21,17 +40,19 @@ from typing import Any
 
 COLUMNS = [
     "name", "op", "output_shape", "params", "buffers", "macs", "activation_elements", "activation_bytes",
-    "rf_size", "rf_stride", "rf_start", "rf_global", "rf_local_size", "rf_aligned",
+    "rf_size", "rf_stride", "rf_start", "rf_global", "rf_coverage", "rf_aligned",
 ]
+_RF_NUMBERS = ("rf_size", "rf_stride", "rf_start")
 
 
 def human(n: float, *, unit: str = "") -> str:
-    """``15470264320`` -> ``15.47G``; exact below 10,000."""
+    """One format for every magnitude: an SI prefix and two decimals
+    (``15470264320`` -> ``15.47G``, ``2400`` -> ``2.40K``); exact below 1,000."""
     if n is None:
         return "-"
     a = abs(n)
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if a >= 10 * div if div == 1e3 else a >= div:
+        if a >= div:
             return f"{n / div:.2f}{suffix}{unit}"
     return f"{n:g}{unit}" if isinstance(n, float) else f"{n}{unit}"
 
@@ -86,7 +107,7 @@ class Analysis:
         w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: (_shape(v) if k == "output_shape" else _rf(v) if k in ("rf_size", "rf_stride", "rf_start", "rf_local_size") else v)
+            w.writerow({k: "" if v is None else _shape(v) if k == "output_shape" else _rf(v) if k in _RF_NUMBERS else v
                         for k, v in r.items()})
         return buf.getvalue()
 
@@ -94,8 +115,8 @@ class Analysis:
         out = []
         for r in self.rows:
             notes = []
-            if r.get("rf_local_size") is not None:
-                notes.append(f"{_rf(r['rf_local_size'])} local")
+            if r.get("rf_global") and r.get("rf_size") is not None:
+                notes.append(f"{_rf(r['rf_size'])} local")
             if r.get("rf_aligned") is False:
                 notes.append("misaligned")
             rf = ("global" if r.get("rf_global") else _rf(r.get("rf_size"))) + (f" ({', '.join(notes)})" if notes else "")
@@ -107,6 +128,14 @@ class Analysis:
         return out
 
     HEADERS = ["layer", "op", "output", "params", "MACs", "activations", "act. memory", "RF", "RF stride"]
+    """Table headers of a layer table (a row's activations: its output)."""
+    SCOPE_HEADERS = ["scope", "op", "output (last)", "params (sum)", "MACs (sum)", "activations (sum)",
+                     "act. memory (sum)", "RF (output)", "RF stride"]
+    """Table headers with ``depth``: the count columns sum the scope's layers."""
+
+    @property
+    def headers(self) -> list[str]:
+        return self.SCOPE_HEADERS if self.totals.get("depth") is not None else self.HEADERS
 
     def _summary(self) -> list[str]:
         t = self.totals
@@ -119,7 +148,8 @@ class Analysis:
             f"sum of every layer's output",
         ]
         if t.get("peak_activation_bytes") is not None:
-            lines.append(f"peak memory  {human_bytes(t['peak_activation_bytes'])} live at once in an inference forward pass")
+            lines.append(f"peak memory  {human_bytes(t['peak_activation_bytes'])} of tensors live at once in an inference "
+                         f"forward, input included (kernel workspaces not counted)")
         if t.get("training_bytes") is not None:
             lines.append(f"training     {human_bytes(t['training_bytes'])} ({t.get('training_detail', '')})")
         for n in self.notes:
@@ -129,13 +159,13 @@ class Analysis:
     def to_table(self) -> str:
         from archlab.cli.table import render
 
-        body = render(self.HEADERS, self._table_rows(), align="lllrrrrrr")
+        body = render(self.headers, self._table_rows(), align="lllrrrrrr")
         head = f"{self.model}: input {_shape(self.totals['input_shape'])}, batch {self.totals['batch']}, {self.totals['dtype']}"
         return "\n".join([head, "", body, "", *self._summary()])
 
     def to_markdown(self) -> str:
         rows = self._table_rows()
-        lines = ["| " + " | ".join(self.HEADERS) + " |", "|" + "---|" * len(self.HEADERS)]
+        lines = ["| " + " | ".join(self.headers) + " |", "|" + "---|" * len(self.headers)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
         return "\n".join([f"**{self.model}**", "", *lines, "", *[f"- {s}" for s in self._summary()]]) + "\n"
 

@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from archlab.cli.args import write_text
+from archlab.cli.status import is_imported, status
 from archlab.cli.table import render
 
 
 def _graph(args: argparse.Namespace):
-    from archlab.resolve import parse_shape, resolve_model
+    """The graph of ``args.model`` at ``args.input`` (already parsed by
+    :func:`archlab.cli.args.input_shape`) with ``args.num_classes``."""
+    from archlab.resolve import resolve_model
 
     cfg = {}
     if getattr(args, "num_classes", None) is not None:
         cfg["num_classes"] = args.num_classes
-    shape = parse_shape(args.input) if getattr(args, "input", None) else None
-    return resolve_model(args.model, input_shape=shape, **cfg)
+    shape = getattr(args, "input", None)
+    if not is_imported(args.model):
+        return resolve_model(args.model, input_shape=shape, **cfg)
+    with status(f"importing {args.model} (torch, torch.fx trace)"):
+        return resolve_model(args.model, input_shape=shape, **cfg)
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -25,35 +31,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _graph(args), batch=args.batch, dtype=args.dtype, convention=args.flops_convention,
         depth=args.depth, fold=not args.all_nodes, optimizer=args.optimizer,
     )
-    _write(a.render(args.format), args.output)
+    write_text(a.render(args.format), args.output)
     return 0
-
-
-def _write(text: str, output: str | None) -> None:
-    """``text`` to stdout (``None`` or ``-``) or to the file ``output``."""
-    if not text.endswith("\n"):
-        text += "\n"
-    if output in (None, "-"):
-        sys.stdout.write(text)
-        return
-    with open(output, "w") as f:
-        f.write(text)
-    print(f"wrote {output}", file=sys.stderr)
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
     """List the zoo: family, parameter count (from the IR), reference, torchvision twin."""
+    from archlab.errors import ModelNotFoundError
     from archlab.zoo import list_models, model_info
 
+    names = list_models(args.pattern)
+    if not names:
+        hint = "" if any(c in args.pattern for c in "*?[") else f"; for every name starting with it: '{args.pattern}*'"
+        raise ModelNotFoundError(f"no zoo model matches {args.pattern!r}{hint}; `archlab zoo` lists them all")
     rows = []
-    for name in list_models(args.pattern):
+    for name in names:
         info = model_info(name)
         params = info.build().num_params()
         ref = f"{info.ref_params:,}" if info.ref_params else "-"
         rows.append([name, info.family, f"{params:,}", ref, info.torchvision or "-", "x".join(map(str, info.input_shape))])
-    if not rows:
-        print(f"no zoo model matches {args.pattern!r}", file=sys.stderr)
-        return 2
     print(render(["model", "family", "params", "reference", "torchvision", "input"], rows, align="llrrll"))
     print(f"\n{len(rows)} models. Params are counted from the graph (no weights built); "
           "`archlab compare MODEL --against torchvision` checks a model against torchvision.")
@@ -72,7 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the description file (YAML)."""
     from archlab.lang import dump
 
-    _write(dump(_graph(args)), args.output)
+    write_text(dump(_graph(args)), args.output)
     return 0
 
 
@@ -81,7 +77,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     torchvision`` (or by default for zoo models torchvision also has), also load
     torchvision's weights and compare outputs."""
     from archlab.errors import ArchlabError
-    from archlab.resolve import parse_shape
     from archlab.torchio.compare import compare_with_torchvision, torchvision_model
     from archlab.torchio.count_compare import compare_counts
     from archlab.zoo.registry import _MODELS, model_info
@@ -95,15 +90,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     ok = True
     if not args.weights_only:
         graph = _graph(args)
-        reference = torchvision_model(args.model) if twin else None
         canonical = in_zoo and tuple(graph.input_nodes[0].attrs["shape"]) == tuple(model_info(args.model).input_shape)
-        # torchvision's metadata was measured at the canonical input size only.
-        counts = compare_counts(graph, reference=reference, torchvision_name=twin if canonical else None)
+        with status("counting with fvcore and FlopCounterMode"):
+            reference = torchvision_model(args.model) if twin else None
+            # torchvision's metadata was measured at the canonical input size only.
+            counts = compare_counts(graph, reference=reference, torchvision_name=twin if canonical else None)
         print(counts.report())
         ok = counts.ok
     if twin and args.against != "none":
-        shape = parse_shape(args.input) if args.input else None
-        r = compare_with_torchvision(args.model, input_shape=shape, dtype=args.dtype, batch=args.batch)
+        with status(f"running {args.model} and torchvision's {twin}"):
+            r = compare_with_torchvision(args.model, input_shape=args.input, dtype=args.dtype, batch=args.batch)
         print()
         print(r.report())
         same = r.params_equal and r.state_dict_keys_equal and r.max_abs_diff <= args.tolerance

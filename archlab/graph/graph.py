@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from archlab.errors import ArityError, DuplicateNameError, GraphError, UnknownNodeError
+from archlab.errors import ArityError, DuplicateNameError, GraphError, UnknownNodeError, short, short_list
 from archlab.graph.node import Node
 from archlab.ops import Shape, get_op
 
@@ -45,7 +45,7 @@ class Graph:
         """:meth:`add_node` with the attributes as a dict (the builder's entry, which
         has looked up the op's ``definition`` already)."""
         if not isinstance(name, str) or not name:
-            raise GraphError(f"node name must be a non-empty string, got {name!r}")
+            raise GraphError(f"node name must be a non-empty string, got {short(name)}")
         if name in self._nodes:
             raise DuplicateNameError(f"{op} '{name}': a node named '{name}' already exists ({self._nodes[name].op})")
         if definition is None:
@@ -53,7 +53,7 @@ class Graph:
         lo, hi = definition.arity
         if len(inputs) < lo or (hi is not None and len(inputs) > hi):
             want = f"{lo}" if lo == hi else f"{lo} to {hi}" if hi is not None else f"at least {lo}"
-            raise ArityError(f"{op} '{name}': takes {want} input(s), got {len(inputs)} ({', '.join(inputs) or 'none'})")
+            raise ArityError(f"{op} '{name}': takes {want} input(s), got {len(inputs)} ({short_list(inputs) or 'none'})")
         node = Node(name, op, inputs, definition.canonical_attrs(name, attrs))
         self._nodes[name] = node
         self._changed()
@@ -62,7 +62,7 @@ class Graph:
     def remove_node(self, name: str) -> None:
         """Remove a node that nothing consumes yet (e.g. one the builder rejected)."""
         if self.users(name):
-            raise GraphError(f"cannot remove '{name}': used by {', '.join(self.users(name))}")
+            raise GraphError(f"cannot remove '{name}': used by {short_list(self.users(name))}")
         del self._nodes[name]
         self.outputs = {k: v for k, v in self.outputs.items() if v != name}
         self._changed()

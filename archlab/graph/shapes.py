@@ -11,6 +11,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph.node import Node
 
 
+MAX_ELEMENTS = 2**63 - 1
+"""A tensor's element count is an int64 in PyTorch: no shape may exceed it (this
+also keeps every count the analyzers derive from shapes finite as a float)."""
+
+
 def infer_node(graph: Graph, node: Node, op=None) -> None:
     """Infer one node's shape from its inputs (inferring those first if needed);
     ``op``: the node's op definition, when the caller has it at hand."""
@@ -32,6 +37,7 @@ def infer_node(graph: Graph, node: Node, op=None) -> None:
     # Ops whose output depends on nodes other than their inputs (max_unpool2d
     # restores the shape of its pool's input) set ``needs_graph``.
     shape = tuple(op.infer_shape_in(graph, node, shapes) if op.needs_graph else op.infer_shape(node, shapes))
+    n = 1
     for x in shape:
         if not isinstance(x, int) or x <= 0:
             raise node_error(
@@ -40,6 +46,13 @@ def infer_node(graph: Graph, node: Node, op=None) -> None:
                 f"(inputs {', '.join(fmt_shape(s) for s in shapes) or 'none'})",
                 fix="use a larger input or fewer downsampling stages",
             )
+        n *= x
+    if n > MAX_ELEMENTS:
+        raise node_error(
+            ShapeError, node,
+            f"output shape {fmt_shape(shape)} has more elements than a PyTorch tensor can hold (2**63 - 1)",
+            fix="check the sizes, strides and kernels that lead here",
+        )
     node.meta["shape"] = shape
 
 

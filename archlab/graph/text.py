@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from archlab.errors import fmt_shape
+from archlab.errors import fmt_shape, short_int
 from archlab.ops import get_op
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,10 +23,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def fmt_value(v: Any) -> str:
+    """An attribute value as written in a node line (ints beyond 18 digits as
+    ``~1.0e400``: :func:`~archlab.errors.short_int`)."""
     if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
-        return str(v[0])
+        return fmt_value(v[0])
     if isinstance(v, tuple):
-        return "(" + ", ".join(str(x) for x in v) + ")"
+        return "(" + ", ".join(fmt_value(x) for x in v) + ")"
+    if type(v) is int:
+        return short_int(v)
     return repr(v) if isinstance(v, str) else str(v)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from archlab.errors import CycleError, DanglingNodeError, GraphError, UnknownNodeError
+from archlab.errors import CycleError, DanglingNodeError, GraphError, UnknownNodeError, short_list
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph.graph import Graph
@@ -34,7 +34,10 @@ def raise_cycle(graph: Graph) -> None:
     import networkx as nx
 
     cycle = nx.find_cycle(graph.nx)
-    path = " -> ".join(f"'{u}'" for u, *_ in cycle) + f" -> '{cycle[0][0]}'"
+    names = [f"'{u}'" for u, *_ in cycle] + [f"'{cycle[0][0]}'"]
+    if len(names) > 9:  # a 20,000-node cycle: its ends, and how many between
+        names = [*names[:4], f"... ({len(names) - 8:,} more)", *names[-4:]]
+    path = " -> ".join(names)
     first = graph[cycle[0][0]] if cycle[0][0] in graph else None
     where = f"{first.op} '{first.name}': " if first else ""
     raise CycleError(f"{where}the graph has a cycle {path}; a network must be a DAG")
@@ -53,7 +56,7 @@ def check_dangling(graph: Graph) -> None:
         listed = ", ".join(f"{n.op} '{n.name}'" for n in dead[:5])
         more = f" and {len(dead) - 5} more" if len(dead) > 5 else ""
         raise DanglingNodeError(
-            f"{listed}{more}: not used by any output ({', '.join(graph.outputs.values())}); "
+            f"{listed}{more}: not used by any output ({short_list(list(graph.outputs.values()))}); "
             "remove the node(s) or mark them as an output"
         )
 

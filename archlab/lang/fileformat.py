@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from archlab.errors import ArchlabError, SerializationError
+from archlab.errors import ArchlabError, SerializationError, short
 from archlab.graph import Graph
 from archlab.ops import get_op
 
@@ -203,35 +203,104 @@ def load(text: str, *, source: str = "<string>", validate: bool = True) -> Graph
         SerializationError: malformed YAML or layout, naming the file and node.
         ArchlabError subclasses from validation.
     """
+    source = str(source)[:200]
     try:
         doc = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
-        raise SerializationError(f"{source}: not valid YAML: {e}".replace("\n", " ")) from None
+        raise SerializationError(f"{source}: not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    except (ValueError, RecursionError, OverflowError) as e:  # an int of > 4,300 digits; nesting too deep
+        raise SerializationError(f"{source}: cannot read a value: {' '.join(str(e).split())[:200]}") from None
+    _check_size(doc, source)
     if not isinstance(doc, dict) or "nodes" not in doc:
         raise SerializationError(f"{source}: not an archlab description (expected keys format, name, nodes, outputs)")
     if doc.get("format", FORMAT) != FORMAT:
-        raise SerializationError(f"{source}: unsupported format {doc.get('format')!r}; this archlab reads {FORMAT}")
-    g = Graph(str(doc.get("name", Path(source).stem)), meta=doc.get("meta") or {})
+        raise SerializationError(f"{source}: unsupported format {short(doc.get('format'))}; this archlab reads {FORMAT}")
+    name = doc.get("name", Path(source).stem)
+    if not _is_name(name):
+        raise SerializationError(f"{source}: 'name' must be a string, got {short(name)}")
+    meta = doc.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise SerializationError(f"{source}: 'meta' must be a mapping (key: value lines), got {short(meta)}")
+    g = Graph(str(name), meta=meta)
     nodes = doc["nodes"]
     if not isinstance(nodes, list):
-        raise SerializationError(f"{source}: 'nodes' must be a list")
+        raise SerializationError(f"{source}: 'nodes' must be a list, got {short(nodes)}")
     for i, item in enumerate(nodes):
         if not isinstance(item, dict) or "name" not in item or "op" not in item:
-            raise SerializationError(f"{source}: node #{i} must be a mapping with at least 'name' and 'op', got {item!r}")
+            raise SerializationError(
+                f"{source}: node #{i} must be a mapping with at least 'name' and 'op', got {short(item)}")
+        where = f"{source}: node #{i}"
+        for key in ("name", "op"):
+            if not _is_name(item[key]):
+                raise SerializationError(f"{where}: '{key}' must be a string, got {short(item[key])}")
+        bad = [k for k in item if not isinstance(k, str)]
+        if bad:
+            raise SerializationError(
+                f"{where} ({short(item['name'])}): attribute names must be strings, got {short(bad[0])}")
         attrs = {k: v for k, v in item.items() if k not in _RESERVED}
-        inputs = item.get("in") or []
-        if isinstance(inputs, str):
-            inputs = [inputs]
+        inputs = item.get("in")
+        inputs = [] if inputs is None else [inputs] if _is_name(inputs) else inputs
+        if not isinstance(inputs, list) or not all(_is_name(x) for x in inputs):
+            raise SerializationError(
+                f"{where} ({short(item['name'])}): 'in' must be a node name or a list of names, got {short(item['in'])}")
         try:
             g.add_node(str(item["name"]), str(item["op"]), [str(x) for x in inputs], **attrs)
         except ArchlabError as e:
-            raise type(e)(f"{source}: node #{i}: {e}") from None
+            raise type(e)(f"{where}: {e}") from None
     outputs = doc.get("outputs") or {}
-    if isinstance(outputs, str):
+    if _is_name(outputs):
         outputs = {"out": outputs}
+    if not isinstance(outputs, dict) or not all(_is_name(k) and _is_name(v) for k, v in outputs.items()):
+        raise SerializationError(
+            f"{source}: 'outputs' must be a node name or a mapping of output names to node names, got {short(outputs)}")
     for k, v in outputs.items():
         g.set_output(str(v), str(k))
     return g.validate() if validate else g
+
+
+MAX_VALUES = 1_000_000
+"""Values a description file may hold once its YAML aliases are expanded
+(DenseNet-201 holds about 10,000): a "billion laughs" file of nested aliases is
+refused at load, before anything walks or prints it."""
+
+
+def _is_name(x: Any) -> bool:
+    """A node / graph / output name: a string, or an int (``name: 1``), not a bool."""
+    return type(x) is str or type(x) is int
+
+
+def _check_size(doc: Any, source: str) -> None:
+    """Refuse ``doc`` when, its YAML aliases expanded, it holds more than
+    :data:`MAX_VALUES` values, nests over 100 deep or contains itself. Each
+    distinct list or mapping is measured once (memoised by identity), so the
+    check takes time in proportion to the file, not to its expansion."""
+    sizes: dict[int, tuple[int, int]] = {}  # id -> (values expanded, depth)
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(doc, False)]
+    while stack:
+        x, done = stack.pop()
+        if type(x) not in (dict, list):  # a scalar document (an empty file is None)
+            continue
+        kids = list(x.keys()) + list(x.values()) if type(x) is dict else x
+        if done:
+            count, depth = 1, 0
+            for k in kids:
+                c, d = sizes.get(id(k), (1, 0)) if type(k) in (dict, list) else (1, 0)
+                count, depth = count + c, max(depth, d + 1)
+            open_.discard(id(x))
+            if count > MAX_VALUES or depth > 100:
+                what = f"more than {MAX_VALUES:,} values" if count > MAX_VALUES else "values nested over 100 deep"
+                raise SerializationError(
+                    f"{source}: the file expands to {what} (YAML aliases?); write each node out, without nested aliases")
+            sizes[id(x)] = (count, depth)
+            continue
+        if id(x) in sizes:
+            continue
+        if id(x) in open_:
+            raise SerializationError(f"{source}: a YAML alias refers to a list or mapping that contains it")
+        open_.add(id(x))
+        stack.append((x, True))
+        stack.extend((k, False) for k in kids if type(k) in (dict, list) and id(k) not in sizes)
 
 
 def save(graph: Graph, path: str | Path) -> Path:
@@ -245,7 +314,13 @@ def load_file(path: str | Path, **kwargs: Any) -> Graph:
     """Read a description file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as e:
         raise SerializationError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SerializationError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start:,}); "
+            "a description file is a UTF-8 YAML file") from None
     return load(text, source=str(path), **kwargs)

@@ -2,15 +2,18 @@
 a node's attributes compare equal however they were written (``3`` or ``[3, 3]``)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from archlab.errors import short
 
 _REQUIRED = object()
 
 
 def _as_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"expected an integer, got {v!r}")
+        raise TypeError(f"expected an integer, got {short(v)}")
     return v
 
 
@@ -23,30 +26,36 @@ def _as_pair(v: Any) -> tuple[int, int]:
         x = _as_int(v)
         return (x, x)
     except TypeError:
-        raise TypeError(f"expected an int or a pair of ints, got {v!r}") from None
+        raise TypeError(f"expected an int or a pair of ints, got {short(v)}") from None
 
 
 def _as_ints(v: Any) -> tuple[int, ...]:
     if not isinstance(v, (list, tuple)):
-        raise TypeError(f"expected a list of ints, got {v!r}")
+        raise TypeError(f"expected a list of ints, got {short(v)}")
     return tuple(_as_int(x) for x in v)
 
 
 def _as_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"expected a number, got {v!r}")
-    return float(v)
+        raise TypeError(f"expected a number, got {short(v)}")
+    try:
+        x = float(v)
+    except OverflowError:  # an int beyond 1.8e308
+        x = math.inf
+    if not math.isfinite(x):
+        raise ValueError(f"expected a finite number, got {short(v)}")
+    return x
 
 
 def _as_bool(v: Any) -> bool:
     if not isinstance(v, bool):
-        raise TypeError(f"expected true/false, got {v!r}")
+        raise TypeError(f"expected true/false, got {short(v)}")
     return v
 
 
 def _as_str(v: Any) -> str:
     if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {v!r}")
+        raise TypeError(f"expected a string, got {short(v)}")
     return v
 
 
@@ -92,7 +101,7 @@ class Attr:
         if self.kind in ("int", "pair", "ints"):
             items = v if isinstance(v, tuple) else (v,)
             if self.positive and any(x <= 0 for x in items):
-                raise ValueError(f"must be positive, got {value!r}")
+                raise ValueError(f"must be positive, got {short(value)}")
             if self.nonnegative and any(x < 0 for x in items):
-                raise ValueError(f"must be >= 0, got {value!r}")
+                raise ValueError(f"must be >= 0, got {short(value)}")
         return v

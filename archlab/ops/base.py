@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
-from archlab.errors import ArchlabError, AttrError, UnknownOpError, fmt_shape, node_error
+from archlab.errors import ArchlabError, AttrError, UnknownOpError, fmt_shape, node_error, short, short_list
 from archlab.ops.attrs import Attr  # noqa: F401  (re-exported)
 from archlab.ops.rules import (  # noqa: F401  (re-exported: op modules import them from here)
     CONVENTIONS, GLOBAL, POINTWISE, Count, MemoryRule, RFRule, Saved, SideOutput, Window, numel,
@@ -86,7 +86,7 @@ class Op:
         unknown = [k for k in given if k not in known]
         if unknown:
             raise AttrError(
-                f"{self.name} '{node_name}': unknown attribute(s) {', '.join(sorted(unknown))}; "
+                f"{self.name} '{node_name}': unknown attribute(s) {short_list(sorted(k[:60] if isinstance(k, str) else short(k) for k in unknown))}; "
                 f"{self.name} takes {', '.join(known) or 'no attributes'}"
             )
         out: dict[str, Any] = {}
@@ -173,7 +173,8 @@ class Op:
 
     # -- helpers for subclasses -----------------------------------------------
     def shape_error(self, cls, node: Node, shapes: Sequence[Shape], message: str, fix: str | None = None):
-        seen = ", ".join(fmt_shape(s) for s in shapes)
+        seen = short_list([fmt_shape(s) for s in shapes[:9]] + [""] * max(0, len(shapes) - 9)) if len(shapes) > 8 \
+            else ", ".join(fmt_shape(s) for s in shapes)
         return node_error(cls, node, f"got input {seen}: {message}", fix=fix)
 
 
@@ -226,10 +227,10 @@ def get_op(name: OpName, *, node: str | None = None) -> Op:
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        where = f"node '{node}': " if node else ""
+        close = difflib.get_close_matches(name, _REGISTRY, n=3) if isinstance(name, str) and len(name) < 100 else []
+        where = f"node {short(node)}: " if node else ""
         hint = f"; did you mean {', '.join(close)}?" if close else f"; known ops: {', '.join(sorted(_REGISTRY))}"
-        raise UnknownOpError(f"{where}unknown op '{name}'{hint}") from None
+        raise UnknownOpError(f"{where}unknown op {short(name)}{hint}") from None
 
 
 def all_ops() -> dict[OpName, Op]:

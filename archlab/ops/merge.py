@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import operator
 
-from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError, fmt_shape
+from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError, fmt_shape, short_list
 from archlab.ops.base import POINTWISE, MemoryRule, Op, numel, register_op
 
 
 def _names(node) -> str:
-    return ", ".join(f"'{i}'" for i in node.inputs)
+    return short_list([f"'{i}'" for i in node.inputs])
+
+
+def _check_ranks(op, node, shapes) -> None:
+    """Every input has the first one's rank, and that rank is at least 1."""
+    first = shapes[0]
+    for s in shapes:
+        if len(s) != len(first):
+            raise op.shape_error(ShapeError, node, shapes, f"inputs {_names(node)} have different ranks")
+    if not first:
+        raise op.shape_error(ShapeError, node, shapes, f"inputs {_names(node)} have no dimension")
 
 
 @register_op
@@ -20,10 +30,9 @@ class Add(Op):
     doc = "element-wise sum (residual connections)"
 
     def infer_shape(self, node, shapes):
+        _check_ranks(self, node, shapes)
         first = shapes[0]
         for s in shapes[1:]:
-            if len(s) != len(first):
-                raise self.shape_error(ShapeError, node, shapes, f"inputs {_names(node)} have different ranks")
             if s[0] != first[0]:
                 raise self.shape_error(
                     ChannelMismatchError, node, shapes, f"channels differ between inputs {_names(node)}",
@@ -64,9 +73,8 @@ class Mul(Op):
     doc = "element-wise product; Cx1x1 broadcasts (squeeze-and-excitation gates)"
 
     def infer_shape(self, node, shapes):
+        _check_ranks(self, node, shapes)
         a, b = shapes
-        if len(a) != len(b):
-            raise self.shape_error(ShapeError, node, shapes, "inputs have different ranks")
         if a[0] != b[0]:
             raise self.shape_error(ChannelMismatchError, node, shapes, f"channels differ between inputs {_names(node)}")
         if a[1:] == b[1:]:
@@ -105,10 +113,9 @@ class Concat(Op):
     doc = "concatenate along channels (inception branches, dense blocks, skips)"
 
     def infer_shape(self, node, shapes):
+        _check_ranks(self, node, shapes)
         first = shapes[0]
         for s in shapes:
-            if len(s) != len(first):
-                raise self.shape_error(ShapeError, node, shapes, f"inputs {_names(node)} have different ranks")
             if s[1:] != first[1:]:
                 raise self.shape_error(
                     SpatialMismatchError, node, shapes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from archlab.errors import ShapeError
 from archlab.ops.base import GLOBAL, Attr, MemoryRule, Op, Saved, Window, numel, register_op
 from archlab.ops.spatial import window_out
+from archlab.ops.windows import adaptive_window
 
 
 class _Pool2d(Op):
@@ -118,20 +119,11 @@ class AdaptiveAvgPool2d(Op):
 
     def rf(self, node, shapes, out):
         """Global for a 1x1 output; otherwise the bins of PyTorch's adaptive
-        pooling (bin i spans floor(i*H/o) .. ceil((i+1)*H/o)), which are a regular
-        window exactly when o divides H."""
+        pooling (:func:`adaptive_window`), a regular window exactly when the
+        output size divides the input's."""
         if out[1:] == (1, 1):
             return GLOBAL
-        wins = []
-        for size, o in zip(shapes[0][1:], out[1:]):
-            if size % o == 0:
-                wins.append(Window(size // o, size // o, 0))
-            else:
-                from fractions import Fraction
-
-                span = max(-((-(i + 1) * size) // o) - (i * size) // o for i in range(o))
-                wins.append(Window(span, Fraction(size, o), 0))
-        return tuple(wins)
+        return tuple(adaptive_window(size, o) for size, o in zip(shapes[0][1:], out[1:]))
 
     def memory(self, node, shapes, out):
         """A 1x1 output dispatches to ``mean`` (MeanBackward1 saves no tensor);
@@ -145,3 +137,4 @@ class AdaptiveAvgPool2d(Op):
         import torch.nn.functional as F
 
         return ctx.call_function(F.adaptive_avg_pool2d, args, {"output_size": node.attrs["output_size"]})
+

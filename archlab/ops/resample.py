@@ -2,40 +2,15 @@
 max-pool that records indices for it) and cropping."""
 from __future__ import annotations
 
-import math
 import operator
-import struct
 from dataclasses import replace
-from fractions import Fraction
-from math import gcd
 
 from archlab.errors import ChannelMismatchError, ShapeError, SpatialMismatchError
 from archlab.ops.base import Attr, MemoryRule, Op, SideOutput, Window, get_op, numel, register_op
 from archlab.ops.conv import check_groups
 from archlab.ops.pool import MaxPool2d
-
-
-def spread_window(kernel: int, stride: int, padding: int, dilation: int = 1) -> Window:
-    """Field rule of an op that spreads input unit ``i`` over the outputs
-    ``i*s - p + t*d`` (``t < k``): transposed convolution, and max unpooling
-    (the pool's windows, any of whose positions may hold the maximum).
-
-    Output ``o`` reads the inputs ``i`` with ``i*s = o + p - t*d``: the pattern
-    repeats every ``s`` outputs, so one period, fitted by :meth:`Window.fit`,
-    gives the exact rule. As for a padded conv, the field is unclipped: outputs
-    at the border count inputs beyond it. Examples: k2 s2 (U-Net's up-conv,
-    2x2 unpooling) reads ``o // 2``: kernel 1, centred 1/4 input step early,
-    slack 1/4; k4 s2 p1 reads 2 inputs, slack 1/4; k3 s2 alternately 2 and 1,
-    slack 1/2; k1 s2 (bed of nails) reads ``o / 2`` at even ``o`` and nothing at
-    odd ``o``: exact.
-    """
-    reads = []
-    for o in range(stride):
-        read = [(o + padding - t * dilation) // stride for t in range(kernel)
-                if (o + padding - t * dilation) % stride == 0]
-        if read:
-            reads.append((o, min(read), max(read)))
-    return Window.fit(Fraction(1, stride), reads)
+from archlab.ops.windows import (  # noqa: F401  (re-exported: the rules' home before)
+    linear_window, nearest_indices, nearest_window, spread_window)
 
 
 @register_op
@@ -161,18 +136,11 @@ class Upsample(Op):
         for i in (0, 1):
             h, ho = shapes[0][1 + i], out[1 + i]
             if a["mode"] == "nearest":
-                stride = Fraction(h, ho)
-                reads = [(o, j, j) for o, j in enumerate(nearest_indices(h, ho))]
+                wins.append(nearest_window(h, ho))
+            elif a["align_corners"]:
+                wins.append(linear_window(h - 1, 0, ho - 1) if ho > 1 else linear_window(0, 0, 1))
             else:
-                if a["align_corners"]:
-                    stride = Fraction(h - 1, ho - 1) if ho > 1 else Fraction(0)
-                    period = (ho - 1) // gcd(h - 1, ho - 1) if ho > 1 else 1
-                    xs = [Fraction(o * (h - 1), max(ho - 1, 1)) for o in range(period)]
-                else:
-                    stride, period = Fraction(h, ho), ho // gcd(h, ho)
-                    xs = [Fraction((2 * o + 1) * h - ho, 2 * ho) for o in range(period)]
-                reads = [(o, x.numerator // x.denominator, -(-x.numerator // x.denominator)) for o, x in enumerate(xs)]
-            wins.append(Window.fit(stride, reads))
+                wins.append(linear_window(2 * h, h - ho, 2 * ho))
         return tuple(wins)
 
     def memory(self, node, shapes, out):
@@ -187,26 +155,6 @@ class Upsample(Op):
         if a["mode"] == "bilinear":
             kw["align_corners"] = a["align_corners"]
         return ctx.call_function(F.interpolate, args[:1], kw)
-
-
-def _f32(x: float) -> float:
-    return struct.unpack("f", struct.pack("f", x))[0]
-
-
-def nearest_indices(size: int, out_size: int) -> list[int]:
-    """The input index each output of ``F.interpolate(mode="nearest", size=...)``
-    reads, as ATen computes it for float32 (``nearest_idx``): exact for equal
-    sizes and 2x, else ``floor(o * scale)`` in float32 with ``scale =
-    float(size) / out_size``, which is one below ``o * size // out_size`` where
-    that is whole and the scale rounds down (2 -> 82: output 41 reads 0, not 1).
-    float64 kernels round elsewhere, always inside the window fitted to these
-    (checked for every size up to 69 -> 299)."""
-    if out_size == size:
-        return list(range(out_size))
-    if out_size == 2 * size:
-        return [o >> 1 for o in range(out_size)]
-    scale = _f32(_f32(size) / out_size)
-    return [min(math.floor(_f32(o * scale)), size - 1) for o in range(out_size)]
 
 
 @register_op

@@ -15,7 +15,11 @@ class Input(Op):
     attrs = (Attr("shape", "ints", positive=True),)
 
     def infer_shape(self, node, shapes):
-        return tuple(node.attrs["shape"])
+        shape = tuple(node.attrs["shape"])
+        if not shape:
+            raise self.shape_error(ShapeError, node, shapes, "shape [] has no dimension",
+                                   fix="give the sample's shape without the batch, e.g. [3, 224, 224]")
+        return shape
 
     def macs(self, node, shapes, out, convention):
         return 0

@@ -74,9 +74,19 @@ class Window:
         half = Fraction(kernel - 1, 2)
         # Offsets of each true edge from a window centred at o * stride (+ centre).
         offs = [e for o, first, last in reads for e in (first + half - o * stride, last - half - o * stride)]
-        centre, slack = (min(offs) + max(offs)) / 2, (max(offs) - min(offs)) / 2
+        return cls.from_offsets(kernel, stride, min(offs), max(offs))
+
+    @classmethod
+    def from_offsets(cls, kernel: int, stride: Union[int, Fraction], lo, hi) -> Window:
+        """What :meth:`fit` gives from the extreme edge offsets alone: ``lo`` and
+        ``hi`` bound ``first + (kernel-1)/2 - o * stride`` and ``last - (kernel-1)/2
+        - o * stride`` over every output ``o``. Rules whose reads follow a closed
+        form (transposed conv, adaptive bins, bilinear resampling) compute these
+        bounds in O(1), so the pass never loops over a stride or a size."""
+        half = Fraction(kernel - 1, 2)
+        centre, slack = Fraction(lo + hi) / 2, Fraction(hi - lo) / 2
         q = lambda x: x.numerator if x.denominator == 1 else x  # noqa: E731
-        return cls(kernel, q(stride), q(half - centre), q(slack))
+        return cls(kernel, q(Fraction(stride)), q(half - centre), q(slack))
 
 
 POINTWISE = (Window(1, 1, 0), Window(1, 1, 0))

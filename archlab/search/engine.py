@@ -29,9 +29,17 @@ Exactly ``n_trials`` finished trials (COMPLETE or PRUNED) end up in the study,
 however many workers share it and however often it is resumed: a worker asks
 for a trial only while fewer than ``n_trials`` are finished, running or
 waiting, and gives back (as FAIL, user attr ``surplus``) a trial that lost that
-race to a lower-numbered one. With heartbeats a worker whose study is short only
-because of running trials waits for them, so a dead worker's trial is failed
-after the grace period and its retry is run.
+race to a lower-numbered one. With heartbeats (RDB and journal storages) a
+worker whose study is short only because of running trials waits for them, so
+a dead worker's trial is failed after the grace period and its retry is run
+(:mod:`archlab.search.heartbeat`). A worker whose live trial was failed as stale
+meanwhile (a stall longer than the grace period) warns in one line and goes on:
+the retry is the study's copy of that trial.
+
+Errors: a failing storage (full disk, corrupt file, lost server) is one
+:class:`~archlab.search.storage.StorageFailure` line; an exception from the
+user's space or evaluator is a :class:`~archlab.errors.UserCodeError` naming
+the space and the exception (``__cause__`` keeps the trace).
 """
 from __future__ import annotations
 
@@ -47,22 +55,25 @@ from typing import Any, Callable, Optional, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archlab.errors import ArchlabError
+from archlab.errors import ArchlabError, UserCodeError
 from archlab.graph import Graph
+from archlab.search.checks import MULTI_OBJECTIVE_SAMPLERS, OBJECTIVES, sampler_key  # noqa: F401 (re-exported)
+from archlab.search.checks import check_objectives as _check_objectives
+from archlab.search.checks import check_resume as _check_resume
+from archlab.search.checks import is_storage_error as _is_storage_error
+from archlab.search.checks import preflight as _preflight
+from archlab.search.checks import storage_errors as _storage_errors
 from archlab.search.constraints import Constraints, Metrics, measure
-from archlab.search.storage import Heartbeat, heartbeat_enabled, open_storage
+from archlab.search.heartbeat import Heartbeat, fail_stale_trials, heartbeat_enabled
+from archlab.search.storage import open_storage, storage_failure
 from archlab.search.worker_storage import worker_storage
 
 ARCH_CHUNK = 60_000
 """Characters per ``arch`` attr (MySQL's TEXT holds 65,535 bytes; SQLite/PostgreSQL have no limit)."""
 
-OBJECTIVES = {"reward": "maximize", "params": "minimize", "macs": "minimize", "memory": "minimize"}
-"""Values a trial can report, with their direction."""
-
 STALE_CHECK_S = 1.0
 """At most this often (seconds) a worker looks for stale trials (with heartbeats; the grace period is longer)."""
 
-MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "tpe", "random")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
@@ -86,6 +97,7 @@ class SearchConfig:
         max_retry: re-runs of a stale trial.
         sampler_options: extra constructor options for the sampler.
         evaluator_options: options for the space's evaluator factory.
+        switch_sampler: resume a study made with another sampler (refused otherwise).
     """
 
     space: str
@@ -102,6 +114,7 @@ class SearchConfig:
     max_retry: Optional[int] = 3
     sampler_options: dict = field(default_factory=dict)
     evaluator_options: dict = field(default_factory=dict)
+    switch_sampler: bool = False
 
 
 @dataclass
@@ -134,37 +147,6 @@ def arch_text(trial: FrozenTrial) -> str:
     return "".join(parts)
 
 
-def _check_objectives(objectives: Sequence[str], sampler: str) -> tuple[str, ...]:
-    objs = tuple(o.strip().lower() for o in objectives if o.strip())
-    bad = [o for o in objs if o not in OBJECTIVES]
-    if bad or not objs:
-        raise ArchlabError(f"unknown objective(s) {', '.join(bad) or '(none)'}; choose from {', '.join(OBJECTIVES)}")
-    if len(set(objs)) != len(objs):
-        raise ArchlabError(f"objective listed twice in {','.join(objs)}")
-    if "reward" not in objs:
-        raise ArchlabError("--objectives must include reward (e.g. reward,macs)")
-    key = sampler.strip().lower()
-    if key in ("nsga2", "nsgaii") and len(objs) < 2:
-        raise ArchlabError("the nsga2 sampler needs two or more objectives, e.g. --objectives reward,macs")
-    if len(objs) > 1 and key not in MULTI_OBJECTIVE_SAMPLERS + ("nsgaii",):
-        raise ArchlabError(f"the {sampler} sampler optimizes one objective; for {','.join(objs)} "
-                           f"use {' or '.join(MULTI_OBJECTIVE_SAMPLERS)}")
-    return objs
-
-
-def _preflight(space) -> None:
-    """Run the space once on a throw-away in-memory trial, so a space that raises
-    or returns a non-graph is reported before the study is touched."""
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    try:
-        space(probe.ask())
-    except ArchlabError as e:
-        if "returned a" in str(e):
-            raise
-    except Exception as e:
-        raise ArchlabError(f"search space '{space.name}' raised {type(e).__name__}: {e}") from None
-
-
 class Worker:
     """One worker of a study: owns the study handle, the space and the evaluator.
 
@@ -193,8 +175,10 @@ class Worker:
 
         if config.n_trials <= 0:
             raise ArchlabError(f"--n-trials must be positive, got {config.n_trials}")
-        if config.timeout is not None and config.timeout <= 0:
-            raise ArchlabError(f"--timeout must be positive, got {config.timeout}")
+        if config.timeout is not None and not config.timeout > 0:  # also NaN
+            raise ArchlabError(f"--timeout must be a positive number of seconds, got {config.timeout}")
+        if config.seed is not None and not 0 <= config.seed < 2**32:
+            raise ArchlabError(f"--seed must be in 0 .. 2**32-1 (4294967295), got {config.seed}")
         objectives = _check_objectives(config.objectives, config.sampler)
         space = get_space(config.space)
         _preflight(space)
@@ -207,8 +191,15 @@ class Worker:
         except ArchlabError:
             raise
         except Exception as e:
-            raise ArchlabError(f"the evaluator of search space '{space.name}' failed to start: "
-                               f"{type(e).__name__}: {e}") from None
+            raise UserCodeError(f"the evaluator of search space '{space.name}' failed to start: "
+                                f"{type(e).__name__}: {e}") from e
+        try:
+            return cls._open_study(config, space, sampler, evaluator, objectives)
+        except _storage_errors() as e:
+            raise storage_failure(config.storage or "sqlite:///runs/archlab.db", e) from e
+
+    @classmethod
+    def _open_study(cls, config: SearchConfig, space, sampler, evaluator, objectives) -> "Worker":
         storage = config.storage
         if storage is None or isinstance(storage, str):
             storage = open_storage(storage, heartbeat_interval=config.heartbeat_interval,
@@ -218,7 +209,7 @@ class Worker:
         directions = [OBJECTIVES[o] for o in objectives]
         if name in optuna.get_all_study_names(storage):
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-            _check_resume(study, space.name, objectives)
+            _check_resume(study, space.name, objectives, None if config.switch_sampler else config.sampler)
         else:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                         directions=directions, load_if_exists=True)
@@ -226,6 +217,10 @@ class Worker:
             study.set_user_attr("objectives", list(objectives))
             study.set_user_attr("sampler", sampler_key(config.sampler))
         return cls(config, study, space, evaluator, objectives)
+
+    def stuck(self) -> list[FrozenTrial]:
+        """The study's RUNNING trials (what keeps an unfinished study from finishing)."""
+        return self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
     # ------------------------------------------------------------------ loop
     def _counts(self) -> tuple[int, int, int]:
@@ -236,7 +231,18 @@ class Worker:
         return finished, len(trials), waiting
 
     def run(self, progress: Callable[[Progress], None] | None = None) -> SearchResult:
-        """Run trials until the study holds ``n_trials`` finished ones or the timeout passes."""
+        """Run trials until the study holds ``n_trials`` finished ones or the timeout passes.
+
+        Raises:
+            StorageFailure: the storage failed (one line naming it and the cause).
+            UserCodeError: the space or the evaluator raised (the trial is FAIL).
+        """
+        try:
+            return self._run(progress)
+        except _storage_errors() as e:
+            raise storage_failure(self.study._storage, e) from e
+
+    def _run(self, progress: Callable[[Progress], None] | None) -> SearchResult:
         cfg, study = self.config, self.study
         start, ran, overheads = time.perf_counter(), 0, []
         beats = heartbeat_enabled(study._storage)
@@ -244,9 +250,7 @@ class Worker:
         while cfg.timeout is None or time.perf_counter() - start < cfg.timeout:
             if beats and time.monotonic() - checked >= STALE_CHECK_S:
                 checked = time.monotonic()
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    optuna.storages.fail_stale_trials(study)
+                fail_stale_trials(study)
             with self._pinned():  # until the graph is built, the study is read once
                 finished, live, waiting = self._counts()
                 if finished >= cfg.n_trials:
@@ -282,13 +286,26 @@ class Worker:
             flush(trial._trial_id)
 
     def _one_trial(self) -> tuple[FrozenTrial | None, float]:
-        study, cfg = self.study, self.config
         t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            # Optuna warns that heartbeats are "supposed to be used with Study.optimize":
-            # this loop stamps them itself (storage.Heartbeat).
-            warnings.simplefilter("ignore", UserWarning)
-            trial = study.ask()
+        trial = None
+        try:
+            with warnings.catch_warnings():
+                # Optuna warns that heartbeats are "supposed to be used with Study.optimize":
+                # this loop stamps them itself (heartbeat.Heartbeat).
+                warnings.simplefilter("ignore", UserWarning)
+                trial = self.study.ask()
+            return self._run_trial(trial, t0)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another worker failed this live trial as stale (this worker stalled for longer than the
+            # grace period): the study's retry copy stands for it, this copy's result is not recorded.
+            what = "a trial" if trial is None else f"trial {trial.number}"
+            warnings.warn(f"{what} was failed as stale by another worker while this worker ran it (no "
+                          f"heartbeat within the grace period); its retry copy runs instead", RuntimeWarning,
+                          stacklevel=2)
+            return None, 0.0
+
+    def _run_trial(self, trial: optuna.Trial, t0: float) -> tuple[FrozenTrial | None, float]:
+        study, cfg = self.study, self.config
         # Live trials numbered below this one. Numbers are dense, so a number this
         # worker's view lacks (a trial made since its last read) counts as live.
         gone = sum(t.number < trial.number and t.state not in _LIVE for t in study.get_trials(deepcopy=False))
@@ -300,14 +317,18 @@ class Worker:
             try:
                 state, values, eval_s = self._evaluate(trial, t0)
             except BaseException as e:
-                trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
-                study.tell(trial, state=TrialState.FAIL)
+                if isinstance(e, optuna.exceptions.UpdateFinishedTrialError):
+                    raise  # failed as stale meanwhile: see _one_trial
+                try:
+                    trial.set_user_attr("error", f"{type(e).__name__}: {e}"[:2000])
+                    study.tell(trial, state=TrialState.FAIL)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass  # failed as stale meanwhile: the error below is still the news
                 if isinstance(e, ArchlabError):
-                    raise ArchlabError(f"trial {trial.number} failed: {e}") from None
-                if isinstance(e, Exception):
-                    raise ArchlabError(f"trial {trial.number} failed: search space or evaluator raised "
-                                       f"{type(e).__name__}: {e}") from None
-                raise
+                    err = type(e)(f"trial {trial.number} failed: {e}")
+                    err.__cause__ = e.__cause__ or e
+                    raise err from err.__cause__
+                raise  # the storage's (see run) or archlab's own
             frozen = study.tell(trial, values, state=state)
         return frozen, time.perf_counter() - t0 - eval_s
 
@@ -319,6 +340,10 @@ class Worker:
             if "returned a" in str(e):
                 raise
             return self._prune(trial, f"invalid architecture: {' '.join(str(e).split())}"), None, 0.0
+        except Exception as e:
+            if _is_storage_error(e):
+                raise
+            raise UserCodeError(f"search space '{self.space.name}' raised {type(e).__name__}: {e}") from e
         finally:
             self._unpin()  # the evaluation may take long: later reads see the study as it is then
         metrics, text = self._describe(trial, graph)
@@ -332,7 +357,15 @@ class Worker:
             return self._prune(trial, reason), None, 0.0
         self._flush(trial)  # params and attrs durable before the evaluation (a retry reuses the params)
         t1 = time.perf_counter()
-        reward = float(self.evaluator(trial, graph))
+        try:
+            reward = float(self.evaluator(trial, graph))
+        except ArchlabError:
+            raise
+        except Exception as e:
+            if _is_storage_error(e):
+                raise
+            raise UserCodeError(f"the evaluator of search space '{self.space.name}' raised "
+                                f"{type(e).__name__}: {e}") from e
         eval_s = time.perf_counter() - t1
         if not math.isfinite(reward):
             raise ArchlabError(f"the evaluator returned a non-finite reward {reward}")
@@ -364,24 +397,6 @@ def _arch_dump(graph: Graph) -> str:
     from archlab.lang import dump
 
     return dump(graph)
-
-
-def _check_resume(study: optuna.Study, space_name: str, objectives: Sequence[str]) -> None:
-    made_for = study.user_attrs.get("space")
-    if made_for is not None and made_for != space_name:
-        raise ArchlabError(f"study '{study.study_name}' was made for search space '{made_for}', not "
-                           f"'{space_name}'; pick another --study name")
-    want = [OBJECTIVES[o] for o in objectives]
-    have = [d.name.lower() for d in study.directions]
-    had = study.user_attrs.get("objectives")
-    if have != want or (had is not None and list(had) != list(objectives)):
-        raise ArchlabError(f"study '{study.study_name}' optimizes {','.join(had or have)}, not "
-                           f"{','.join(objectives)}; pick another --study name")
-
-
-def sampler_key(name: str) -> str:
-    key = name.strip().lower().replace("-", "").replace("_", "")
-    return {"nsgaii": "nsga2", "rea": "evolution"}.get(key, key)
 
 
 def best_reward(study: optuna.Study) -> float | None:

@@ -5,9 +5,13 @@ Spellings accepted by :func:`open_storage` (and ``--storage``):
 * ``None``: the default, the SQLite file ``runs/archlab.db`` (the folder is made);
 * any SQLAlchemy URL Optuna's :class:`~optuna.storages.RDBStorage` takes:
   ``sqlite:///path.db``, ``postgresql://user:pw@host/db`` (driver:
-  ``psycopg2-binary``), ``mysql+pymysql://...``;
+  ``psycopg2-binary``, archlab's ``dev`` extra, or psycopg 3: a bare
+  ``postgresql://`` uses whichever is installed), ``mysql+pymysql://...``;
+  a SQLite URL without a file (``sqlite://``, ``sqlite:///``,
+  ``sqlite:///:memory:``) is refused: it would keep the study in memory;
 * ``journal:PATH``: :class:`~optuna.storages.JournalStorage` over the append-only
-  file ``PATH`` (safe for several processes on one machine, no database);
+  file ``PATH`` (safe for several processes on one machine, no database), with
+  archlab's heartbeats (:class:`~archlab.search.heartbeat.JournalHeartbeatStorage`);
 * ``:memory:``: an in-process study (tests; nothing persists).
 
 A search worker wraps an RDB storage in
@@ -15,25 +19,30 @@ A search worker wraps an RDB storage in
 which batches the writes of the trials it runs into three transactions a trial
 and caches the study's trials; journal and in-memory storages are used as they are.
 
-Heartbeats exist only for RDB storages (Optuna's ``BaseHeartbeat``): every
-running trial's worker stamps the trial each ``heartbeat_interval`` seconds; a
-trial whose stamp is older than ``grace_period`` is marked FAIL by the next
-worker that looks, and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`
+Heartbeats (RDB and journal storages, see :mod:`archlab.search.heartbeat`):
+every running trial's worker stamps the trial each ``heartbeat_interval``
+seconds from the moment it is RUNNING; a trial whose stamp is older than
+``grace_period`` (or that has none) is marked FAIL by the next worker that
+looks, and :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`
 (``RetryFailedTrialCallback`` before Optuna 4.9) enqueues a WAITING copy of it
 (same parameters) that the next ``ask`` runs.
+
+A storage that fails while a search or a read runs (a full disk, a corrupt
+SQLite page, a lost server) is reported by :func:`storage_failure` as one
+:class:`StorageFailure` line naming the storage and the cause.
 """
 from __future__ import annotations
 
 import os
-import threading
 import time
-import weakref
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
 
 from archlab.errors import ArchlabError
+from archlab.search.heartbeat import Heartbeat, _Beater, heartbeat_enabled, stale_trial_retry  # noqa: F401
 
 DEFAULT_STORAGE = "sqlite:///runs/archlab.db"
 """The storage used when none is given (relative to the working directory)."""
@@ -64,17 +73,59 @@ def _redact(url: str) -> str:
     return f"{scheme}://{user}{':***' if ':' in cred else ''}@{host}"
 
 
-def _stale_trial_retry(max_retry: int | None) -> dict:
-    """``RDBStorage``'s keyword argument for the callback that re-enqueues a stale trial.
+class StorageFailure(ArchlabError):
+    """The storage failed while in use (disk full, corrupt file, lost server); the
+    original exception is ``__cause__``."""
 
-    Optuna 4.9 renamed ``RetryFailedTrialCallback`` / ``failed_trial_callback`` to
-    ``RetryHeartbeatStaleTrialCallback`` / ``heartbeat_stale_trial_callback`` (the
-    old names warn from 4.9 and go in 6.0); both behave the same.
-    """
-    new = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-    if new is not None:
-        return {"heartbeat_stale_trial_callback": new(max_retry=max_retry)}
-    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)}
+
+def storage_failure(storage: Any, error: BaseException) -> StorageFailure:
+    """One line naming ``storage`` (its URL, password hidden, or its file) and the cause of ``error``."""
+    where = _describe(storage)
+    cause = error
+    while getattr(cause, "orig", None) is not None or (cause.__cause__ is not None and not str(cause).strip()):
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    # SQLAlchemy appends the statement and a link; the driver's message comes first
+    text = text.split(" [SQL: ")[0].split(" (Background on this error")[0]
+    err = StorageFailure(f"storage {where} failed: {type(cause).__name__}: {text[:300]}{_hint(text)}")
+    err.__cause__ = error
+    return err
+
+
+def _hint(text: str) -> str:
+    """What to do about a storage error whose message is ``text`` ("" when unknown)."""
+    low = text.lower()
+    if ("disk" in low and "full" in low) or "no space" in low:
+        return "; free disk space and run the command again (finished trials are kept)"
+    if "malformed" in low or "not a database" in low or "corrupt" in low or "invalid log format" in low:
+        return "; the file is damaged: restore it from a copy or start a new study in another file"
+    return ""
+
+
+def _describe(storage: Any) -> str:
+    if isinstance(storage, str):
+        return _redact(storage)
+    backend = getattr(storage, "backend", storage)
+    url = getattr(backend, "url", None)
+    if isinstance(url, str):
+        return _redact(url)
+    path = getattr(getattr(backend, "_backend", None), "_file_path", None)
+    if path is not None:
+        return f"journal:{path}"
+    return type(storage).__name__
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the installed driver: SQLAlchemy 2.1 means psycopg 3 by it,
+    archlab's ``dev`` extra (and the README) psycopg2; a URL naming its driver is kept."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "postgresql":
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def open_storage(
@@ -109,6 +160,9 @@ def open_storage(
     if url == ":memory:":
         return optuna.storages.InMemoryStorage()
     shown = _redact(url)
+    if url.split("?", 1)[0] in ("sqlite://", "sqlite:///", "sqlite:///:memory:"):
+        raise ArchlabError(f"storage {url!r} names no SQLite file (SQLAlchemy would keep the study in memory and "
+                           "store nothing); use sqlite:///FILE.db (e.g. sqlite:///runs/archlab.db)")
     if url.startswith("journal:"):
         path = url[len("journal:"):].removeprefix("//")
         if not path:
@@ -118,12 +172,20 @@ def open_storage(
         parent = Path(path).parent
         if not parent.is_dir():
             raise ArchlabError(f"cannot open storage {shown}: folder {str(parent)!r} does not exist")
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock, JournalStorage
 
+        from archlab.search.heartbeat import JournalHeartbeatStorage
+
+        _check_heartbeat(heartbeat_interval, grace_period)
         try:
-            return JournalStorage(JournalFileBackend(path))
-        except OSError as e:
-            raise ArchlabError(f"cannot open storage {shown}: {e}") from None
+            # a worker killed while appending leaves the lock behind: others take it over after 10 s
+            backend = JournalFileBackend(path, JournalFileSymlinkLock(path, grace_period=10))
+            if heartbeat_interval is None:
+                return JournalStorage(backend)
+            return JournalHeartbeatStorage(backend, heartbeat_interval=heartbeat_interval,
+                                           grace_period=grace_period, max_retry=max_retry)
+        except (OSError, ValueError) as e:
+            raise ArchlabError(f"cannot open storage {shown}: {type(e).__name__}: {e}") from None
     if "://" not in url:
         raise ArchlabError(
             f"storage {url!r} is not a URL; use sqlite:///FILE.db, postgresql://USER:PW@HOST/DB or journal:FILE")
@@ -139,17 +201,18 @@ def open_storage(
         engine_kwargs["connect_args"] = {"timeout": 120}
     elif url.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
-    if grace_period is not None and heartbeat_interval is None:
-        raise ArchlabError("a grace period needs heartbeats: give a heartbeat interval too")
-    if heartbeat_interval is not None and grace_period is not None and grace_period <= heartbeat_interval:
-        raise ArchlabError(
-            f"the grace period ({grace_period} s) must be longer than the heartbeat interval ({heartbeat_interval} s)")
+    _check_heartbeat(heartbeat_interval, grace_period)
+    url = _postgres_driver(url)
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            retry = _stale_trial_retry(max_retry) if heartbeat_interval is not None else {}
+            retry = {}
+            if heartbeat_interval is not None:
+                key = ("heartbeat_stale_trial_callback" if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback")
+                       else "failed_trial_callback")
+                retry = {key: stale_trial_retry(max_retry)}
             for attempt in range(5):
                 try:
                     storage = optuna.storages.RDBStorage(
@@ -172,7 +235,17 @@ def open_storage(
         raise ArchlabError(f"cannot open storage {shown}: the database driver is missing ({e}){hint}") from None
     except Exception as e:  # SQLAlchemy's OperationalError, ArgumentError, NoSuchModuleError, ...
         first = " ".join(str(getattr(e, "orig", None) or e).split())
-        raise ArchlabError(f"cannot open storage {shown}: {type(e).__name__}: {first[:300]}") from None
+        raise ArchlabError(f"cannot open storage {shown}: {type(e).__name__}: {first[:300]}{_hint(first)}") from None
+
+
+def _check_heartbeat(heartbeat_interval: int | None, grace_period: int | None) -> None:
+    if heartbeat_interval is not None and heartbeat_interval <= 0:
+        raise ArchlabError(f"the heartbeat interval must be a positive number of seconds, got {heartbeat_interval}")
+    if grace_period is not None and heartbeat_interval is None:
+        raise ArchlabError("a grace period needs heartbeats: give a heartbeat interval too")
+    if heartbeat_interval is not None and grace_period is not None and grace_period <= heartbeat_interval:
+        raise ArchlabError(
+            f"the grace period ({grace_period} s) must be longer than the heartbeat interval ({heartbeat_interval} s)")
 
 
 def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
@@ -198,93 +271,5 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # the connection made while creating the schema predates the listener
 
 
-def heartbeat_enabled(storage: BaseStorage) -> bool:
-    """Whether ``storage`` stamps running trials (an RDB storage with an interval)."""
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return is_heartbeat_enabled(storage)
-
-
-class Heartbeat:
-    """Context manager stamping one running trial every ``interval`` seconds from a
-    daemon thread (what ``Study.optimize`` does, for the engine's ask/tell loop).
-
-    A no-op when the storage has no heartbeats. The first stamp is written
-    before ``__enter__`` returns (by :class:`~archlab.search.worker_storage.WorkerStorage` when it creates the
-    trial). The stamping thread is one per storage, shared by its trials and kept
-    between them (starting and joining a thread per trial costs milliseconds on a
-    busy machine); after ``__exit__`` the trial gets no further stamp.
-    """
-
-    def __init__(self, storage: BaseStorage, trial_id: int) -> None:
-        self._storage, self._trial_id = storage, trial_id
-        self._beater: _Beater | None = None
-
-    def __enter__(self) -> "Heartbeat":
-        if heartbeat_enabled(self._storage):
-            stamped = getattr(self._storage, "stamped_at_creation", None)
-            if stamped is None or not stamped(self._trial_id):
-                self._storage.record_heartbeat(self._trial_id)
-            self._beater = _Beater.of(self._storage)
-            self._beater.add(self._trial_id)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._beater is not None:
-            self._beater.remove(self._trial_id)
-
-
-class _Beater:
-    """The daemon thread stamping a storage's running trials (see :class:`Heartbeat`).
-    It ends when its storage is gone or it has had no trial for :attr:`IDLE_S` seconds;
-    the next trial starts another."""
-
-    IDLE_S = 60.0
-    _all: "weakref.WeakKeyDictionary[BaseStorage, _Beater]" = weakref.WeakKeyDictionary()
-    _all_lock = threading.Lock()
-
-    @classmethod
-    def of(cls, storage: BaseStorage) -> "_Beater":
-        with cls._all_lock:
-            beater = cls._all.get(storage)
-            if beater is None:
-                beater = cls._all[storage] = cls(storage)
-            return beater
-
-    def __init__(self, storage: BaseStorage) -> None:
-        self._storage = weakref.ref(storage)
-        self._interval = float(storage.get_heartbeat_interval())
-        self._lock = threading.Lock()
-        self._trials: set[int] = set()
-        self._thread: threading.Thread | None = None
-
-    def add(self, trial_id: int) -> None:
-        with self._lock:
-            self._trials.add(trial_id)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="archlab-heartbeat", daemon=True)
-                self._thread.start()
-
-    def remove(self, trial_id: int) -> None:
-        with self._lock:  # a stamp in progress finishes first: none follows
-            self._trials.discard(trial_id)
-
-    def _run(self) -> None:
-        idle = 0.0
-        while True:
-            time.sleep(self._interval)
-            storage = self._storage()
-            with self._lock:
-                if storage is None or (not self._trials and idle >= self.IDLE_S):
-                    self._thread = None
-                    return
-                idle = 0.0 if self._trials else idle + self._interval
-                for trial_id in sorted(self._trials):
-                    try:
-                        storage.record_heartbeat(trial_id)
-                    except Exception:  # a lost connection must not kill the worker; the next beat retries
-                        pass
-            del storage
-
-
-__all__ = ["DEFAULT_STORAGE", "open_storage", "default_storage_url", "heartbeat_enabled", "Heartbeat"]
+__all__ = ["DEFAULT_STORAGE", "open_storage", "default_storage_url", "heartbeat_enabled", "Heartbeat",
+           "StorageFailure", "storage_failure"]

@@ -28,6 +28,7 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from archlab.search.heartbeat import start_beating, stop_beating
 
 
 class WorkerStorage(BaseStorage, BaseHeartbeat):
@@ -42,8 +43,10 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
 
     * A trial this worker creates (or takes from the queue of waiting trials) is
       *owned*: the worker keeps its up-to-date copy, and reading it never goes to
-      the database. It is created in one transaction, with its first heartbeat
-      when heartbeats are on. Its params, user attrs and system attrs are
+      the database. It is created (or made RUNNING) in one transaction, with its
+      first heartbeat when heartbeats are on, and stamped from then on until it
+      finishes (:func:`~archlab.search.heartbeat.start_beating`): a trial is
+      never RUNNING without a stamp, however long ``ask`` takes. Its params, user attrs and system attrs are
       buffered, then written in one transaction by :meth:`flush` (the engine
       calls it before the evaluation, so a crashed evaluation's retry gets the
       params) or, at the latest, by the transaction that finishes it: buffered
@@ -159,6 +162,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         return self._backend._get_stale_trial_ids(study_id)
 
+
     def get_heartbeat_interval(self) -> int | None:
         return self._backend.get_heartbeat_interval()
 
@@ -181,6 +185,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             self._own(study_id, frozen)
             if self._backend.heartbeat_interval is not None:
                 self._stamped.add(frozen._trial_id)
+                start_beating(self, frozen._trial_id)
         return frozen._trial_id
 
     def _insert_trial(self, study_id: int) -> FrozenTrial:
@@ -302,6 +307,8 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
     def set_trial_state_values(self, trial_id: int, state: TrialState, values=None) -> bool:
         with self._lock:
             frozen = self._owned.get(trial_id)
+            if frozen is None and state == TrialState.RUNNING and self._backend.heartbeat_interval is not None:
+                return self._start_waiting(trial_id)
             if frozen is None or not state.is_finished():
                 if frozen is not None:
                     self.flush(trial_id)
@@ -313,6 +320,28 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
                 return done
             self._write(trial_id, self._pending[trial_id], state, values)
             return True
+
+    def _start_waiting(self, trial_id: int) -> bool:
+        """Optuna's WAITING -> RUNNING (new start time) and the trial's first heartbeat,
+        in one transaction; False when it is not WAITING (another worker took it)."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        sql, m = self._sql, self._models
+        try:
+            with self._backend.engine.begin() as conn:
+                started = conn.execute(sql.start_waiting, {
+                    "tid": trial_id, "waiting": TrialState.WAITING, "new_state": TrialState.RUNNING,
+                    "start": _stored(m, "datetime_start", datetime.now())}).rowcount == 1
+                if started:
+                    conn.execute(sql.delete_heartbeat, {"tid": trial_id})
+                    conn.execute(sql.insert_heartbeat, {"tid": trial_id})
+        except SQLAlchemyError as e:
+            raise optuna.exceptions.StorageInternalError(f"starting a waiting trial failed: {e}") from e
+        if started:
+            self._adopt(trial_id)
+            self._stamped.add(trial_id)
+            start_beating(self, trial_id)
+        return started
 
     def _adopt(self, trial_id: int) -> None:
         frozen = self._backend.get_trial(trial_id)
@@ -378,6 +407,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             study_id = self._trial_study[trial_id]
             del self._owned[trial_id], self._pending[trial_id]
             self._stamped.discard(trial_id)
+            stop_beating(self, trial_id)
             cache = self._studies[study_id]
             if self._exact:
                 cache.final.add(trial_id)  # the copy is what the database holds: it is not read back
@@ -390,6 +420,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         frozen = self._owned.pop(trial_id, None)
         self._pending.pop(trial_id, None)
         self._stamped.discard(trial_id)
+        stop_beating(self, trial_id)
         if frozen is not None:  # read it again when next asked
             cache = self._studies[self._trial_study[trial_id]]
             cache.trials.pop(frozen.number, None)
@@ -512,6 +543,9 @@ class _Statements:
         self.count_before = select(func.count(tr.c.trial_id)).where(tr.c.study_id == p("sid"), tr.c.trial_id < p("tid"))
         self.set_number = update(tr).where(tr.c.trial_id == p("tid")).values(number=p("number"))
         self.insert_heartbeat = hb.insert().values(trial_id=p("tid"), heartbeat=func.current_timestamp())
+        self.delete_heartbeat = delete(hb).where(hb.c.trial_id == p("tid"))
+        self.start_waiting = (update(tr).where((tr.c.trial_id == p("tid")) & (tr.c.state == p("waiting")))
+                              .values(state=p("new_state"), datetime_start=p("start")))
         running = (tr.c.trial_id == p("tid")) & (tr.c.state == p("running"))
         self.touch = update(tr).where(running).values(state=p("new_state"))
         self.finish = update(tr).where(running).values(state=p("new_state"), datetime_complete=p("complete"))

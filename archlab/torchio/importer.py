@@ -14,7 +14,6 @@ loads the original weights; every other node keeps its fx name (``add``,
 from __future__ import annotations
 
 import inspect
-from collections import Counter
 from typing import Any
 
 import torch
@@ -24,11 +23,11 @@ from archlab.errors import ArchlabError, ImportTorchError, fmt_shape
 from archlab.graph import Graph
 from archlab.graph.node import Node as IRNode
 from archlab.ops import get_op
+from archlab.torchio.import_errors import import_error
 from archlab.torchio.import_rules import (
     ALIAS, SCALAR, Mapped, Site, Unmapped, find_rule, is_shape_arithmetic, short_target, target_name,
 )
 
-_FIX = "to import the model, rewrite these parts with ops archlab supports, or file an issue asking for the missing op"
 
 
 def from_torch(module: torch.nn.Module, input_shape: tuple[int, ...], *, name: str | None = None) -> Graph:
@@ -200,17 +199,8 @@ class _Importer:
         return graph
 
     def _error(self, cls: str) -> ImportTorchError:
-        """All problems in one error: a summary by target, then one line per fx node."""
-        by_node: dict[str, tuple[str, str, list[str]]] = {}
-        for node, short, desc, why in self.problems:
-            by_node.setdefault(node, (short, desc, []))[2].append(why)
-        counts = Counter(short for short, _, _ in by_node.values())
-        summary = ", ".join(f"{t} x{c}" if c > 1 else t for t, c in counts.items())
-        listed = "\n".join(f"  - {node}: {desc}{'; also '.join(whys)}" for node, (_, desc, whys) in by_node.items())
-        head = f"cannot import {cls}: {len(by_node)} fx node(s) cannot be expressed in archlab ({summary}):"
-        err = ImportTorchError(f"{head}\n{listed}\n{_FIX}")
-        err.nodes = list(by_node)
-        return err
+        """All problems in one bounded error (see :func:`import_error`)."""
+        return import_error(cls, self.problems, {n.name: n for n in self.gm.graph.nodes})
 
     @staticmethod
     def _live(output: fx.Node) -> set[fx.Node]:

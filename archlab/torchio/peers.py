@@ -35,12 +35,16 @@ def flop_counter_macs(module, input_shape: tuple[int, ...], *, batch: int = 1, m
 def fvcore_macs(module, input_shape: tuple[int, ...], *, batch: int = 1) -> tuple[int, dict[str, int]]:
     """fvcore's total (MACs) and the unsupported ops it skipped (name -> count)."""
     import torch
-    from fvcore.nn import FlopCountAnalysis
 
     module = module.eval()
     x = torch.zeros((batch, *input_shape))
     with warnings.catch_warnings():
+        # fvcore's own import scripts a loss with torch.jit.script, which torch now
+        # deprecates (a FutureWarning that is not the user's concern); its counting
+        # warns about every unsupported op, which ``unsupported_ops()`` returns anyway.
         warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
         fca = FlopCountAnalysis(module, x)
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         total = fca.total()

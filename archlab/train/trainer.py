@@ -219,11 +219,16 @@ def train(graph, data: TaskData, config: TrainConfig | None = None, *,
     if len(data.train) < 2:
         raise TrainError(f"data {data.spec}: the train split has {len(data.train)} image(s); training needs at least 2")
     oom = False
+    # Subnormal floats (tiny gradients, BN statistics) run up to 10x slower on x86 CPUs:
+    # flush them to zero while training, as GPUs do anyway.
+    flush = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
         return _train(graph, data, cfg, device, main, aux, callback, progress)
     except torch.OutOfMemoryError:
         oom = True  # handled below, outside the except block, so its traceback's frames are gone
     finally:
+        if flush:
+            torch.set_flush_denormal(False)  # PyTorch's default (it has no getter to restore from)
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -94,13 +94,14 @@ def add_model(info: ModelInfo) -> None:
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a glob (``resnet*``), sorted naturally."""
+    """Registered names matching a glob (``resnet*``, case-insensitive), sorted naturally."""
     import re
 
     def natural(s: str):
         return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
-    return sorted((n for n in _MODELS if fnmatch.fnmatch(n, pattern)), key=natural)
+    pattern = pattern.lower()
+    return sorted((n for n in _MODELS if fnmatch.fnmatchcase(n.lower(), pattern)), key=natural)
 
 
 def model_info(name: str) -> ModelInfo:
@@ -113,6 +114,10 @@ def model_info(name: str) -> ModelInfo:
         return _MODELS[name]
     except KeyError:
         import difflib
+
+        folded = [n for n in _MODELS if n.lower() == name.lower()]
+        if len(folded) == 1:  # ResNet50 -> resnet50
+            return _MODELS[folded[0]]
 
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `archlab zoo` lists the models"

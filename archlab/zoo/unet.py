@@ -153,3 +153,9 @@ register_model(
     "unet_same", family="unet", paper=RONNEBERGER2015 + "; with padded convs (output as large as the input)",
     input_shape=(1, 512, 512), ref_params=_PARAMS, ref_source=_SOURCE, defaults={"padding": "same"},
 )(unet)
+register_model(
+    "unet_small", family="unet",
+    paper=RONNEBERGER2015 + "; padded convs, 3 levels of 16-32-64 channels and a 128-channel centre "
+    "(a CPU-trainable size for archlab train)",
+    input_shape=(3, 64, 64), defaults={"padding": "same", "widths": (16, 32, 64, 128)},
+)(unet)

@@ -53,7 +53,8 @@ def layouts() -> dict[str, Layout]:
 
 def _load_builtins() -> None:
     import archlab.train.data.embedded  # noqa: F401  (registers scenes, shapes)
-    import archlab.train.data.layouts  # noqa: F401  (registers voc, cityscapes, ...)
+    import archlab.train.data.layouts_cls  # noqa: F401  (registers cifar10, imagefolder)
+    import archlab.train.data.layouts_seg  # noqa: F401  (registers voc, cityscapes, camvid, ade20k, folder)
 
 
 def _convert(value: str) -> Any:

@@ -1,0 +1,148 @@
+"""Argument types and the parser class every ``archlab`` subcommand shares.
+
+Each ``type=`` function here either returns the parsed value or raises
+``argparse.ArgumentTypeError`` with the value and what is accepted; the
+:class:`Parser` prints that as one line ``archlab: error: ...`` and exits with
+status 2, like every other user error. A subcommand module (``erf_cmd``,
+``search_cmd``, ``train_cmd``) imports what it needs from here, so ``--batch 0``
+means the same thing everywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+MAX_ARG_ECHO = 60  # characters of a bad value echoed back in an error
+MAX_FORWARD_BATCH = 1024  # largest batch of a command that runs real forward passes
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take seeds in [0, 2**32)
+
+
+def _echo(text: str, limit: int = MAX_ARG_ECHO) -> str:
+    """``repr`` of a user's value, cut so one error line stays short."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose usage errors are one line, ``archlab: error: ...``,
+    exit status 2. Subparsers inherit the class (``add_subparsers`` uses the
+    parent's type), so every subcommand shares it."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        if len(message) > 300:
+            message = message[:300] + "..."
+        self.exit(2, f"archlab: error: {message}; see `{self.prog} --help`\n")
+
+
+def _int(text: str) -> int:
+    t = text.strip().replace("_", "")
+    try:
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {_echo(text)}") from None
+
+
+def bounded_int(*, low: int, high: int | None = None, what: str = "") -> "callable":
+    """A ``type=`` accepting integers in ``[low, high]`` (``high=None``: no bound)."""
+
+    def parse(text: str) -> int:
+        v = _int(text)
+        if v < low or (high is not None and v > high):
+            rng = f">= {low}" if high is None else f"in [{low}, {high:,}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {rng}{what}, got {_echo(text)}")
+        return v
+
+    parse.__name__ = "int"  # argparse names the type in some messages
+    return parse
+
+
+positive_int = bounded_int(low=1)
+nonnegative_int = bounded_int(low=0)
+seed = bounded_int(low=0, high=MAX_SEED)
+
+
+def _float(text: str, *, zero: bool) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {_echo(text)}") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be a finite number {'>=' if zero else '>'} 0, got {_echo(text)}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (``nan``, ``inf``, ``0`` and negatives are refused)."""
+    return _float(text, zero=False)
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite float >= 0 (``nan``, ``inf`` and negatives are refused)."""
+    return _float(text, zero=True)
+
+
+positive_float.__name__ = nonnegative_float.__name__ = "float"
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """``--input``: ``CxHxW`` (``3x224x224``) or one side ``S`` (``3xSxS``).
+
+    Two parts (``3x224``) are refused: they could mean CxS or HxW.
+    """
+    from archlab.errors import ArchlabError
+    from archlab.resolve import parse_shape
+
+    try:
+        return parse_shape(text)
+    except ArchlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+input_shape.__name__ = "shape"
+
+
+def output_path(text: str) -> str:
+    """A file to write (``-``: stdout), checked *before* any work is done: its
+    folder must exist and be writable and the path must not be a folder."""
+    if text == "-":
+        return text
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty output path")
+    p = Path(text)
+    try:
+        if p.is_dir():
+            raise argparse.ArgumentTypeError(f"{_echo(text, 200)} is a folder; give a file name inside it")
+        parent = p.parent if str(p.parent) else Path(".")
+        if not parent.is_dir():
+            raise argparse.ArgumentTypeError(f"cannot write {_echo(text, 200)}: folder {_echo(str(parent), 200)} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+            raise argparse.ArgumentTypeError(f"cannot write {_echo(text, 200)}: permission denied")
+    except (OSError, ValueError) as e:  # a name too long, a NUL byte
+        raise argparse.ArgumentTypeError(f"cannot write {_echo(text, 200)}: {e}") from None
+    return text
+
+
+output_path.__name__ = "path"
+
+
+def write_text(text: str, output: str | None) -> None:
+    """``text`` (newline-terminated) to stdout (``None`` or ``-``) or to the file
+    ``output``; an ``OSError`` (disk full, permissions changed) becomes one
+    ``ArchlabError`` line naming the path."""
+    from archlab.errors import ArchlabError
+
+    if not text.endswith("\n"):
+        text += "\n"
+    if output in (None, "-"):
+        sys.stdout.write(text)
+        return
+    try:
+        with open(output, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise ArchlabError(f"cannot write {output}: {e.strerror or e}") from None
+    print(f"wrote {output}", file=sys.stderr)

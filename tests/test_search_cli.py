@@ -1,0 +1,101 @@
+"""``archlab search`` / ``best``: argument checks and a user's own code failing,
+each one line (exit 2), never a traceback or a silent run (issue 9)."""
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from archlab.cli.main import main
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("archlab: error:") and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--max-params", "inf"], "not a finite count: 'inf'"),
+    (["--max-macs", "nan"], "not a finite count: 'nan'"),
+    (["--seed", "-1"], "not a seed: '-1'"),
+    (["--seed", str(2**32)], "not a seed: '4294967296'"),
+    (["--timeout", "nan"], "not a positive number of seconds: 'nan'"),
+    (["--timeout", "-3"], "not a positive number of seconds"),
+    (["--heartbeat-interval", "0"], "not a positive integer: '0'"),
+    (["--heartbeat-interval", "2", "--grace-period", "1"], "must be longer than the heartbeat interval"),
+])
+def test_bad_search_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, expect):
+    monkeypatch.chdir(tmp_path)
+    argv = ["search", "--space", "nasbench201", "--n-trials", "2", "--storage", "sqlite:///s.db", "--quiet", *args]
+    assert main(argv) == 2
+    assert expect in _one_line(capsys)
+    assert not (tmp_path / "s.db").exists() or not optuna.get_all_study_names("sqlite:///s.db")
+
+
+def test_resuming_with_another_sampler_is_refused_unless_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base = ["search", "--space", "nasbench201", "--storage", "sqlite:///s.db", "--study", "r", "--quiet"]
+    assert main(base + ["--sampler", "random", "--n-trials", "2"]) == 0
+    assert main(base + ["--sampler", "tpe", "--n-trials", "4"]) == 2
+    err = _one_line(capsys)
+    assert "made with the random sampler, not tpe" in err and "--switch-sampler" in err
+    assert len(optuna.load_study(study_name="r", storage="sqlite:///s.db").trials) == 2  # nothing ran
+    assert main(base + ["--sampler", "tpe", "--n-trials", "4", "--switch-sampler"]) == 0
+    assert "4/4 finished" in capsys.readouterr().out
+
+
+def test_best_to_an_unwritable_path_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--space", "nasbench201", "--n-trials", "2", "--storage", "sqlite:///s.db", "--study", "b",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["best", "--study", "b", "--storage", "sqlite:///s.db", "-o", str(tmp_path / "no" / "x.yaml")]) == 2
+    err = _one_line(capsys)
+    assert "cannot write" in err and "no/x.yaml" in err and "No such file or directory" in err
+
+
+_RAISES_ON_IMPORT = '''
+import json
+json.loads("{")
+def space(trial):
+    pass
+'''
+
+_EVALUATOR_RAISES = '''
+from search_spaces import get_space
+_NB = get_space("nasbench201")
+def space(trial):
+    return _NB.fn(trial)
+def evaluator(**options):
+    def reward(trial, graph):
+        return {"a": 1}["b"]
+    return reward
+'''
+
+
+def test_a_space_file_raising_on_import_is_one_line_and_traceback_shows_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad_space.py").write_text(_RAISES_ON_IMPORT)
+    argv = ["search", "--space", "bad_space.py", "--n-trials", "1", "--storage", "sqlite:///s.db", "--quiet"]
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert "search space file 'bad_space.py' raised JSONDecodeError on import" in err
+    monkeypatch.setenv("ARCHLAB_TRACEBACK", "1")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and 'bad_space.py", line 3' in err  # the user's own line
+
+
+def test_an_evaluator_raising_is_one_line_naming_it_and_the_trial_fails(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ev_space.py").write_text(_EVALUATOR_RAISES)
+    argv = ["search", "--space", "ev_space.py", "--sampler", "random", "--n-trials", "3", "--storage",
+            "sqlite:///s.db", "--study", "e", "--quiet"]
+    assert main(argv) == 2
+    err = _one_line(capsys)
+    assert "trial 0 failed: the evaluator of search space 'ev_space.py' raised KeyError: 'b'" in err, err
+    (t,) = optuna.load_study(study_name="e", storage="sqlite:///s.db").trials
+    assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("UserCodeError")
