@@ -15,11 +15,11 @@ DEFAULT_WEIGHT_DECAY = {"adamw": 5e-4, "sgd": 1e-4}  # sgd: torchvision's refere
 
 @dataclass
 class TrainConfig:
-    """How :func:`archlab.train.train` trains. Every field has a default that
-    trains a ``seg``-space-sized net on the embedded task in well under a
-    minute on a 2-core CPU."""
+    """How :func:`archlab.train.train` trains. The defaults make a quick run:
+    a ``seg``-space-sized net on the embedded task in under a minute on a 2-core
+    CPU (README, "Training"); a converged result wants more epochs and data."""
 
-    epochs: int = 8                       # passes over the train split (ignored when ``steps`` is set)
+    epochs: int = 4                       # passes over the train split (ignored when ``steps`` is set); 4: a quick run
     steps: Optional[int] = None           # total optimizer steps instead of epochs; the last epoch may be partial
     batch_size: int = 32                  # images per step; >= 2 (batch norm on pooled 1x1 maps needs two)
     lr: Optional[float] = None            # peak learning rate; None: DEFAULT_LR of the optimizer
