@@ -6,8 +6,8 @@
 For each net -- resnet18 at 3x32x32 (8 classes, the embedded ``shapes`` task)
 and three ``seg``-space candidates at 3x64x64 (the embedded ``scenes`` task) --
 both loops train the same compiled graph (same init, same optimizer, same
-batch) for the same number of steps after a warm-up, and the script prints
-images/s of each and their ratio.
+batch) for the same number of steps after a warm-up, ``--repeats`` times each,
+alternating, and the script prints the median images/s of each and their ratio.
 
 The peer is what a user writes first: a ``torch.utils.data.DataLoader`` over a
 Dataset of the same uint8 tensors, per-image torchvision ``transforms.v2``
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -137,6 +138,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=None, help="default 32 on the CPU, 256 on CUDA")
     p.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 12 CPU, 60 CUDA)")
     p.add_argument("--compile", action="store_true", help="archlab's loop with torch.compile")
+    p.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop; the median is reported")
     p.add_argument("--only", default=None, help="comma-separated net names")
     p.add_argument("--json", default=None, help="also write the rows here")
     a = p.parse_args()
@@ -153,10 +155,14 @@ def main() -> None:
         if a.only and name not in a.only.split(","):
             continue
         macs = analyze(graph).totals["macs"]
-        peer = plain_loop(graph, data, batch=batch, steps=steps, warmup=warmup, device=device)
-        ours, r = archlab_loop(graph, data, batch=batch, steps=steps, warmup=warmup, device=device, compile=a.compile)
+        peers, ourses = [], []
+        for _ in range(a.repeats):  # alternate, so drifts of the machine hit both loops alike
+            peers.append(plain_loop(graph, data, batch=batch, steps=steps, warmup=warmup, device=device))
+            o, r = archlab_loop(graph, data, batch=batch, steps=steps, warmup=warmup, device=device, compile=a.compile)
+            ourses.append(o)
+        peer, ours = statistics.median(peers), statistics.median(ourses)
         row = {"net": name, "params": graph.num_params(), "macs": macs, "plain_img_s": peer, "archlab_img_s": ours,
-               "ratio": ours / peer}
+               "ratio": ours / peer, "plain_runs": peers, "archlab_runs": ourses}
         if cuda:
             row["mfu"] = macs * 2 * 3 * ours / peak if peak else None
             row["peak_mem"] = r.peak_memory_bytes

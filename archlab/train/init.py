@@ -37,18 +37,13 @@ def _init_weight(w: torch.Tensor, rule) -> None:
         nn.init.trunc_normal_(w, mean=0.0, std=rule[1], a=-2.0, b=2.0)
 
 
-def init_like_torchvision(module: nn.Module, family: str | None, *, heads: frozenset[str] = frozenset()) -> nn.Module:
+def init_like_torchvision(module: nn.Module, family: str | None) -> nn.Module:
     """Re-initialise ``module`` in place (see the module docstring); returns it.
-    AlexNet keeps PyTorch's defaults, as torchvision's does; so do the ``heads``
-    (submodule names of convs that produce an output: torchvision's segmentation
-    heads are never re-initialised, and a Kaiming fan-out init of a conv with a
-    handful of output channels starts from huge logits)."""
+    AlexNet keeps PyTorch's defaults, as torchvision's does."""
     if family == "alexnet":
         return module
     conv_rule, linear_rule = _RULES.get(family or "", _DEFAULT)
-    for name, m in module.named_modules():
-        if name in heads and isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            continue
+    for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             _init_weight(m.weight, conv_rule)
             if m.bias is not None:
@@ -73,23 +68,7 @@ def family_of(graph) -> str | None:
     return fam or None
 
 
-_PASS_THROUGH = {"upsample", "identity", "dropout", "crop2d", "flatten", "resize"}
-
-
-def output_heads(graph) -> frozenset[str]:
-    """Names of the parametrised nodes that produce a graph output, looking back
-    through parameterless resampling (an upsample after the classifier conv)."""
-    heads, todo = set(), [graph[v] for v in graph.outputs.values()]
-    while todo:
-        node = todo.pop()
-        if node.op in _PASS_THROUGH:
-            todo.extend(graph[i] for i in node.inputs)
-        elif node.op in ("conv2d", "conv_transpose2d"):
-            heads.add(node.name)
-    return frozenset(heads)
-
-
 @torch.no_grad()
 def initialise(module: nn.Module, graph) -> nn.Module:
-    """:func:`init_like_torchvision` with the graph's family and output heads."""
-    return init_like_torchvision(module, family_of(graph), heads=output_heads(graph))
+    """:func:`init_like_torchvision` with the graph's family."""
+    return init_like_torchvision(module, family_of(graph))
