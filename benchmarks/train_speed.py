@@ -136,7 +136,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=None, help="default 32 on the CPU, 256 on CUDA")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 12 CPU, 60 CUDA)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per loop (default 40 CPU, 60 CUDA)")
     p.add_argument("--compile", action="store_true", help="archlab's loop with torch.compile")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop; the median is reported")
     p.add_argument("--only", default=None, help="comma-separated net names")
@@ -145,7 +145,7 @@ def main() -> None:
     device = torch.device(a.device)
     cuda = device.type == "cuda"
     batch = a.batch or (256 if cuda else 32)
-    steps = a.steps or (60 if cuda else 12)
+    steps = a.steps or 60 if cuda else a.steps or 40
     warmup = 10 if cuda else 3
     gpu = torch.cuda.get_device_name(device) if cuda else f"CPU, {torch.get_num_threads()} threads"
     peak = next((v for k, v in BF16_PEAK.items() if k in gpu), None) if cuda else None
