@@ -16,6 +16,7 @@ Checks, printing one line each (exit 1 if any fails):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from archlab.train import NonFiniteLossError, TrainConfig, TrainOutOfMemoryError, load_data, train  # noqa: E402
+from archlab.train.data import Split  # noqa: E402
 from archlab.zoo import get_model  # noqa: E402
 
 
@@ -45,10 +47,10 @@ def main() -> int:
     if cuda:
         before = torch.cuda.memory_allocated()
         big = get_model("unet_small", num_classes=data.num_classes, input_shape=(3, 1024, 1024))
-        huge = type(data)(**{**data.__dict__, "train": type(data.train)(
-            torch.zeros(4096, 3, 1024, 1024, dtype=torch.uint8), torch.zeros(4096, 1024, 1024, dtype=torch.uint8)),
-            "val": type(data.val)(torch.zeros(2, 3, 1024, 1024, dtype=torch.uint8),
-                                  torch.zeros(2, 1024, 1024, dtype=torch.uint8))})
+        huge = dataclasses.replace(
+            data, train=Split(torch.zeros(4096, 3, 1024, 1024, dtype=torch.uint8),
+                              torch.zeros(4096, 1024, 1024, dtype=torch.uint8)),
+            val=Split(torch.zeros(2, 3, 1024, 1024, dtype=torch.uint8), torch.zeros(2, 1024, 1024, dtype=torch.uint8)))
         try:
             train(big, huge, TrainConfig(**{**base, "batch_size": 2048, "steps": 1}), progress=False)
             check("out of memory", False, "no error raised")

@@ -26,6 +26,7 @@ archlab's predicted training memory for the same batch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -42,6 +43,7 @@ from archlab.analysis import analyze  # noqa: E402
 from archlab.analysis.memory import training_memory  # noqa: E402
 from archlab.torchio.compile import to_module  # noqa: E402
 from archlab.train import TrainConfig, load_data, train  # noqa: E402
+from archlab.train.data import Split  # noqa: E402
 from archlab.train.init import initialise  # noqa: E402
 from archlab.zoo import get_model  # noqa: E402
 from search_spaces.seg import seg_graph  # noqa: E402
@@ -125,7 +127,7 @@ def plain_loop(graph, data, *, batch: int, steps: int, warmup: int, device: torc
 def archlab_loop(graph, data, *, batch: int, steps: int, warmup: int, device: torch.device, compile: bool):
     """images/s of archlab's trainer (epochs of ``steps`` steps; the last one timed) and its result."""
     n = steps * batch
-    sub = type(data)(**{**data.__dict__, "train": type(data.train)(data.train.images[:n], data.train.targets[:n])})
+    sub = dataclasses.replace(data, train=Split(data.train.images[:n], data.train.targets[:n]))
     epochs = 1 + max(1, -(-warmup // steps))
     r = train(graph, sub, TrainConfig(epochs=epochs, batch_size=batch, device=str(device), compile=compile),
               progress=False)

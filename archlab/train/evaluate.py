@@ -16,12 +16,15 @@ import torch
 from archlab.metrics import ConfusionMatrix
 
 
+def main_key(outputs) -> str:
+    """The name of a multi-output graph's main prediction: ``out``, else the first."""
+    return "out" if "out" in outputs else next(iter(outputs))
+
+
 def main_output(out):
     """The main prediction of a model's output (a tensor, or the dict of a
-    multi-output graph: ``out``, else its first entry)."""
-    if isinstance(out, dict):
-        return out["out"] if "out" in out else next(iter(out.values()))
-    return out
+    multi-output graph: see :func:`main_key`)."""
+    return out[main_key(out)] if isinstance(out, dict) else out
 
 
 @torch.no_grad()

@@ -34,7 +34,7 @@ from archlab.errors import ArchlabError, fmt_shape
 from archlab.train.augment import Normalizer, augment_classification, augment_segmentation
 from archlab.train.config import TrainConfig
 from archlab.train.data.base import TaskData
-from archlab.train.evaluate import evaluate, main_output
+from archlab.train.evaluate import evaluate, main_key
 from archlab.train.init import initialise
 
 
@@ -128,7 +128,7 @@ def check_fit(graph, data: TaskData) -> tuple[str, list[str]]:
         raise TrainError(f"model {graph.name} takes {fmt_shape(shape)} but data {data.spec} has images "
                          f"{fmt_shape(data.input_shape)}; pass --input {fmt_shape(data.input_shape)} (zoo models) "
                          "or load the data at the model's size")
-    main = "out" if "out" in graph.outputs else next(iter(graph.outputs))
+    main = main_key(graph.outputs)
     aux = [k for k in graph.outputs if k != main and k.startswith("aux")]
     for key in [main, *aux]:
         out = tuple(graph[graph.outputs[key]].shape)
@@ -312,7 +312,7 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
                 losses[i] = loss.detach()
                 step += 1
                 if (i + 1) % cfg.check_every == 0 or i + 1 == steps_now:
-                    _check_finite(losses, i + 1, step - (i + 1), epoch, sched)
+                    _check_finite(losses, i + 1, step - (i + 1), epoch, sched, cfg.optimizer)
                     bar.update(cfg.check_every if (i + 1) % cfg.check_every == 0 else (i + 1) % cfg.check_every)
                     bar.set_postfix_str(_postfix(epoch, epochs, losses[:i + 1], batch * (i + 1),
                                                  time.perf_counter() - t0, history), refresh=False)
@@ -348,13 +348,13 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _check_finite(losses: torch.Tensor, upto: int, first_step: int, epoch: int, sched) -> None:
+def _check_finite(losses: torch.Tensor, upto: int, first_step: int, epoch: int, sched, optimizer: str) -> None:
     bad = ~torch.isfinite(losses[:upto])
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
         err = NonFiniteLossError(
             f"the loss became {float(losses[i])} at step {first_step + i + 1} (epoch {epoch}); the model diverged: "
-            f"lower --lr (now {sched.base_lrs[0]:g}) or try --optimizer sgd")
+            f"lower --lr (now {sched.base_lrs[0]:g})" + (" or try --optimizer sgd" if optimizer != "sgd" else ""))
         err.step = first_step + i + 1
         raise err
 
