@@ -147,6 +147,9 @@ def _from_object(obj: Any, spec: str, input_shape: tuple[int, ...] | None) -> Gr
     raise ArchlabError(f"'{spec}' gave a {type(obj).__name__}; expected an archlab Graph or a torch.nn.Module")
 
 
+_TORCHVISION_FAMILY = {"mobilenetv2": "mobilenet_v2", "mobilenetv3": "mobilenet_v3"}  # module -> zoo family
+
+
 def _torchvision_model(name: str, cfg: dict[str, Any]):
     """A freshly initialised torchvision model; never downloads anything: every
     ``weights*`` keyword the builder takes (``weights_backbone`` of detection and
@@ -218,7 +221,11 @@ def resolve_model(spec: str, *, input_shape: tuple[int, ...] | None = None, **cf
 
         name = spec.split(":", 1)[1]
         module = _torchvision_model(name, cfg)
-        return from_torch(module.eval(), input_shape or _TORCHVISION_INPUT.get(name, DEFAULT_INPUT), name=name)
+        g = from_torch(module.eval(), input_shape or _TORCHVISION_INPUT.get(name, DEFAULT_INPUT), name=name)
+        # which model and family it is: the trainer initialises it as torchvision does (archlab.train.init)
+        family = type(module).__module__.rsplit(".", 1)[-1]
+        g.meta.update(torchvision=name, family=_TORCHVISION_FAMILY.get(family, family))
+        return g
     if spec.startswith("nb201:"):
         from search_spaces.nasbench201 import from_spec
 

@@ -129,7 +129,10 @@ def archlab_loop(graph, data, *, batch: int, steps: int, warmup: int, device: to
     n = steps * batch
     sub = dataclasses.replace(data, train=Split(data.train.images[:n], data.train.targets[:n]))
     epochs = 1 + max(1, -(-warmup // steps))
-    r = train(graph, sub, TrainConfig(epochs=epochs, batch_size=batch, device=str(device), compile=compile),
+    # scale-crop 0.5-2x for segmentation whatever the data's default (flips only for scenes): a full
+    # resampling per batch, as the peer's RandomResizedCrop does per image
+    r = train(graph, sub, TrainConfig(epochs=epochs, batch_size=batch, device=str(device), compile=compile,
+                                      scale=(0.5, 2.0)),
               progress=False)
     return r.history[-1].images_per_s, r
 

@@ -177,11 +177,11 @@ def _benchmark():
 @pytest.mark.slow
 def test_scenes_reward_receptive_field_and_skip_links():
     """``benchmarks/embedded_task.py --quick`` (2 seeds, 64x64, 1024 scenes, 8 epochs, narrow
-    nets, the plain loop): (a) the dilated stack beats the same-size undilated one on mIoU;
-    (b) skip links raise the boundary accuracy of the same encoder-decoder. Checked per seed
-    for direction only; the sizes of the effects are the benchmark's (full run, README).
-    Reference, 2026-11-27, contended 2-core CPU (about 25 min): (a) +0.017, +0.022 mIoU;
-    (b) +0.040, +0.040 boundary accuracy."""
+    nets, the trainer's defaults): (a) the dilated stack beats the same-size undilated one on
+    mIoU; (b) skip links raise the boundary accuracy of the same encoder-decoder. Checked per
+    seed for direction only; the sizes of the effects are the benchmark's (README).
+    Reference, 2026-11-27, 2-core CPU (about 10 min): (a) +0.015, +0.023 mIoU;
+    (b) +0.043, +0.039 boundary accuracy."""
     bench = _benchmark()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     res = bench.run(**bench.QUICK, size=64, device=device, log=lambda *_: None)

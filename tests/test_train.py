@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from archlab.lang import GraphBuilder
-from archlab.train import NonFiniteLossError, TrainConfig, TrainError, TrainOutOfMemoryError, train
+from archlab.train import NonFiniteLossError, TrainConfig, TrainError, TrainOutOfMemoryError, load_data, train
 from archlab.train.augment import Normalizer, augment_segmentation
 from archlab.train.data.base import Split, TaskData
 from archlab.train.init import initialise
 from archlab.torchio.compile import to_module
+from archlab.zoo import get_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -187,3 +188,54 @@ def test_init_follows_torchvision_kaiming_fan_out_and_unit_batch_norm():
     assert abs(w.std().item() - math.sqrt(2 / (64 * 9))) < 0.1 * math.sqrt(2 / (64 * 9))
     bn = m.get_submodule("layer1.0.bn1")
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+@pytest.mark.parametrize("model, how, kaiming", [
+    ("resnet18", "auto", True),            # torchvision ships ResNet: its init
+    ("unet_small", "auto", False),         # archlab's own net: PyTorch's defaults, as torchvision's seg heads
+    ("unet_small", "torchvision", True),
+    ("resnet18", "pytorch", False),
+    ("torchvision:resnet18", "auto", True),  # an import knows it is torchvision's
+    ("fcn_resnet50", "auto", True),
+    ("fcn8s", "auto", False),              # archlab's own FCN on VGG (torchvision has none)
+    ("pspnet", "auto", False),
+    ("mobilenet_v1", "auto", False),
+])
+def test_init_mode_picks_torchvision_or_pytorch_defaults(model, how, kaiming):
+    from archlab.resolve import resolve_model
+
+    g = resolve_model(model, input_shape=(3, 64, 64))
+    torch.manual_seed(0)
+    m = to_module(g)
+    conv = next(c for c in m.modules() if isinstance(c, torch.nn.Conv2d) and c.in_channels >= 16)
+    before = conv.weight.detach().clone()
+    initialise(m, g, how)
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    if kaiming:
+        assert abs(conv.weight.std().item() - math.sqrt(2 / fan_out)) < 0.15 * math.sqrt(2 / fan_out)
+    else:
+        assert torch.equal(conv.weight, before)  # PyTorch's default, untouched
+
+
+def test_scale_crop_range_comes_from_the_data_unless_the_config_names_one(monkeypatch):
+    from archlab.train import trainer
+
+    seen = []
+    real = trainer.augment_segmentation
+    monkeypatch.setattr(trainer, "augment_segmentation", lambda *a, **k: seen.append(k["scale"]) or real(*a, **k))
+    data = load_data("scenes:n=8,val=4", size=(32, 32), seed=0)
+    assert data.aug_scale == (1.0, 1.0)   # generated scenes already vary in scale
+    g = get_model("unet_small", num_classes=data.num_classes, input_shape=data.input_shape)
+    train(g, data, TrainConfig(steps=1, batch_size=4, device="cpu"), progress=False)
+    train(g, data, TrainConfig(steps=1, batch_size=4, device="cpu", scale=(0.5, 2.0)), progress=False)
+    assert seen == [(1.0, 1.0), (0.5, 2.0)]
+    r = train(g, data, TrainConfig(steps=1, batch_size=4, device="cpu"), progress=False)
+    assert r.config["scale"] == (1.0, 1.0) and r.config["init"] == "pytorch"  # what was applied
+
+
+@pytest.mark.parametrize("field, value", [("init", "xavier"), ("scale", (2.0, 1.0)), ("scale", (0.0, 1.0)),
+                                          ("scale", (1.0,)), ("scale", 2.0), ("scale", "0.5,2"),
+                                          ("scale", (0.5, True)), ("scale", (0.5, math.inf))])
+def test_bad_init_or_scale_is_refused_naming_it(field, value):
+    with pytest.raises(TrainError.__mro__[1], match=field):
+        TrainConfig(**{field: value}).resolved()

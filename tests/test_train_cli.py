@@ -72,6 +72,8 @@ def test_a_zoo_model_takes_the_datas_size_and_classes(capsys):
     (["--data", "scenes:n=48,val=16,classes=2"], "but data scenes:n=48,val=16,classes=2 needs 3x32x32"),
     (["--data", "nosuchdata"], "unknown data set 'nosuchdata'"),
     (["--batch-size", "1"], "batch_size must be an integer >= 2"),
+    (["--scale", "2,1"], "LO must be <= HI"),
+    (["--init", "xavier"], "invalid choice: 'xavier'"),
 ])
 def test_bad_input_is_one_line_exit_2_before_training(net, capsys, argv, message):
     if argv[:2] == ["--device", "cuda"] and torch.cuda.is_available():
@@ -95,3 +97,17 @@ def test_the_command_runs_as_a_subprocess_with_a_progress_bar_off_a_terminal(net
                         "--batch-size", "8"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert "final: miou" in p.stdout
+
+
+def test_the_readmes_example_net_is_the_one_described_and_trains(capsys):
+    """README, "Training": docs/examples/seg_small.yaml, 123,605 parameters, 3x64x64."""
+    from pathlib import Path
+
+    from archlab.lang import load_file
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "seg_small.yaml"
+    assert load_file(path).num_params() == 123_605
+    rc, out, err = run(capsys, path, "--data", "scenes:n=16,val=8", "--steps", 1, "--batch-size", 8,
+                       "--format", "json")
+    assert rc == 0, err
+    assert json.loads(out)["steps"] == 1

@@ -88,6 +88,20 @@ def nonnegative_float(text: str) -> float:
 positive_float.__name__ = nonnegative_float.__name__ = "float"
 
 
+def zoom_range(text: str) -> tuple[float, float]:
+    """``LO,HI``: two finite floats with ``0 < LO <= HI`` (one number ``S`` means ``S,S``)."""
+    parts = text.split(",")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"'{_echo(text)}' is not LO,HI (two numbers, e.g. 0.5,2)")
+    lo, hi = positive_float(parts[0]), positive_float(parts[-1])
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"'{_echo(text)}': LO must be <= HI (e.g. 0.5,2)")
+    return lo, hi
+
+
+zoom_range.__name__ = "zoom range"
+
+
 def input_shape(text: str) -> tuple[int, ...]:
     """``--input``: ``CxHxW`` (``3x224x224``) or one side ``S`` (``3xSxS``).
 

@@ -6,13 +6,13 @@ import json
 import math
 import sys
 
-from archlab.cli.args import input_shape, output_path, positive_float, positive_int, seed
+from archlab.cli.args import input_shape, output_path, positive_float, positive_int, seed, zoom_range
 
 DEFAULT_DATA = "scenes"
 
 
 def add_parser(sub) -> None:
-    from archlab.train.config import LOSSES, OPTIMIZERS, TrainConfig
+    from archlab.train.config import INITS, LOSSES, OPTIMIZERS, TrainConfig
 
     d = TrainConfig()
     s = sub.add_parser("train", help="train a model on a data set (default: the embedded segmentation task)",
@@ -31,6 +31,12 @@ def add_parser(sub) -> None:
     s.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help=f"default {d.optimizer}")
     s.add_argument("--loss", choices=LOSSES, default=d.loss, help="segmentation loss (default ce: cross-entropy)")
     s.add_argument("--no-augment", action="store_true", help="train without scale-crop/flip augmentation")
+    s.add_argument("--scale", metavar="LO,HI", type=zoom_range, default=None,
+                   help="zoom range of the segmentation scale-crop (default: the data's; 0.5,2 for "
+                        "real layouts, 1,1 for the embedded scenes)")
+    s.add_argument("--init", choices=INITS, default=d.init,
+                   help="weights' init: auto (torchvision's for torchvision's families, PyTorch's for "
+                        "archlab's own nets; default), torchvision or pytorch")
     s.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:K")
     s.add_argument("--input", metavar="CxHxW", type=input_shape,
                    help="model input and data size (default: the model's for files, the data's for zoo models)")
@@ -76,7 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from archlab.train.trainer import check_fit, resolve_device
 
     config = TrainConfig(epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         optimizer=args.optimizer, loss=args.loss, augment=not args.no_augment, device=args.device,
+                         optimizer=args.optimizer, loss=args.loss, augment=not args.no_augment, scale=args.scale,
+                         init=args.init, device=args.device,
                          compile=args.compile, deterministic=args.deterministic, seed=args.seed).resolved()
     device = resolve_device(args.device)  # before loading anything: `--device cuda` without a GPU is refused now
     graph, data = _model_and_data(args)

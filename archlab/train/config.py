@@ -9,6 +9,7 @@ from archlab.errors import ArchlabError
 
 OPTIMIZERS = ("adamw", "sgd")
 LOSSES = ("ce", "soft_iou", "ce+soft_iou")
+INITS = ("auto", "torchvision", "pytorch")  # see archlab.train.init
 DEFAULT_LR = {"adamw": 3e-3, "sgd": 0.05}          # brief from-scratch training of small nets, batch 32
 DEFAULT_WEIGHT_DECAY = {"adamw": 5e-4, "sgd": 1e-4}  # sgd: torchvision's references; adamw: decoupled, a little more
 
@@ -29,7 +30,8 @@ class TrainConfig:
     loss: str = "ce"                      # "ce" (cross-entropy, ignore index), "soft_iou" (the lecture's), or their sum
     aux_weight: float = 0.5               # weight of auxiliary heads' losses (outputs named aux*; torchvision's references use 0.5)
     augment: bool = True                  # random scale-crop and flip (segmentation); random translate and flip (classification)
-    scale: tuple[float, float] = (0.5, 2.0)  # zoom range of the segmentation scale-crop (torchvision's references: 0.5-2.0)
+    scale: Optional[tuple[float, float]] = None  # zoom range of the segmentation scale-crop; None: the data's aug_scale
+    init: str = "auto"                    # "auto": torchvision's init for torchvision's families, PyTorch's for archlab's own nets; "torchvision"; "pytorch"
     device: str = "auto"                  # "auto" (cuda when there is one), "cpu", "cuda", "cuda:K"
     amp: Optional[bool] = None            # bf16 autocast; None: on for CUDA, off on the CPU (fp32 there)
     channels_last: Optional[bool] = None  # NHWC tensors; None: on for CUDA (tensor cores), off on the CPU
@@ -48,6 +50,8 @@ class TrainConfig:
         c = TrainConfig(**asdict(self))
         if c.optimizer not in OPTIMIZERS:
             raise ArchlabError(f"optimizer {c.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+        if c.init not in INITS:
+            raise ArchlabError(f"init {c.init!r} is not one of {', '.join(INITS)}")
         if c.loss not in LOSSES:
             raise ArchlabError(f"loss {c.loss!r} is not one of {', '.join(LOSSES)}")
         c.lr = DEFAULT_LR[c.optimizer] if c.lr is None else c.lr
@@ -64,10 +68,14 @@ class TrainConfig:
         _check_float("weight_decay", c.weight_decay, lo=0)
         _check_float("warmup", c.warmup, lo=0, hi=1)
         _check_float("aux_weight", c.aux_weight, lo=0)
-        lo, hi = c.scale
-        _check_float("scale", lo, lo=0, lo_open=True)
-        if not (math.isfinite(hi) and hi >= lo):
-            raise ArchlabError(f"scale range {c.scale} must be (low, high) with 0 < low <= high")
+        if c.scale is not None:
+            if not isinstance(c.scale, (tuple, list)) or len(c.scale) != 2:
+                raise ArchlabError(f"scale range {c.scale!r} must be (low, high) with 0 < low <= high")
+            c.scale = tuple(c.scale)
+            for end in c.scale:
+                _check_float("scale", end, lo=0, lo_open=True)
+            if c.scale[1] < c.scale[0]:
+                raise ArchlabError(f"scale range {c.scale} must be (low, high) with 0 < low <= high")
         return c
 
     def to_dict(self) -> dict[str, Any]:

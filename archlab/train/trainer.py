@@ -1,7 +1,7 @@
 """Train an archlab graph on resident data: :func:`train`.
 
 The loop (see :class:`~archlab.train.config.TrainConfig` for every knob):
-compile the graph with ``to_module``, initialise it as torchvision does, move
+compile the graph with ``to_module``, initialise it (:mod:`archlab.train.init`), move
 both splits to the device once as uint8, and per step gather a batch, normalise
 and augment it on the device, forward (bf16 autocast and channels_last on
 CUDA), cross-entropy with the ignore index (auxiliary heads weighted), step the
@@ -35,7 +35,7 @@ from archlab.train.augment import Normalizer, augment_classification, augment_se
 from archlab.train.config import TrainConfig
 from archlab.train.data.base import TaskData
 from archlab.train.evaluate import evaluate, main_key
-from archlab.train.init import initialise
+from archlab.train.init import initialise, uses_torchvision_init
 
 
 class TrainError(ArchlabError):
@@ -265,7 +265,8 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    module = initialise(to_module(graph), graph).to(device=device, memory_format=fmt).train()
+    init_used = "torchvision" if uses_torchvision_init(graph, cfg.init) else "pytorch"
+    module = initialise(to_module(graph), graph, init_used).to(device=device, memory_format=fmt).train()
     model = torch.compile(module) if cfg.compile else module
     opt = _optimizer(module, cfg, device)
     n = len(data.train)
@@ -280,6 +281,7 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
     x_all = data.train.images.to(device, non_blocking=True)
     y_all = data.train.targets.to(device, non_blocking=True)
     shift = max(1, round(data.input_shape[-1] / 8))  # CIFAR's 4 px at 32
+    scale = tuple(cfg.scale) if cfg.scale is not None else tuple(data.aug_scale)
 
     history: list[EpochRecord] = []
     bar = _bar(total, progress)
@@ -297,7 +299,7 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
                 x = normalize(x_all[idx])
                 y = y_all[idx]
                 if data.task == "seg":
-                    x, y = (augment_segmentation(x, y, scale=cfg.scale, ignore_index=data.ignore_index,
+                    x, y = (augment_segmentation(x, y, scale=scale, ignore_index=data.ignore_index,
                                                  generator=gen) if cfg.augment else (x, y.long()))
                 elif cfg.augment:
                     x = augment_classification(x, max_shift_px=shift, generator=gen)
@@ -337,7 +339,8 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
     peak = torch.cuda.max_memory_allocated(device) if cuda else None
     module.eval()
     return TrainResult(
-        model=graph.name, data=data.spec, task=data.task, device=str(device), config=cfg.to_dict(),
+        model=graph.name, data=data.spec, task=data.task, device=str(device),
+        config={**cfg.to_dict(), "scale": scale, "init": init_used},  # what was applied, not "auto"/None
         epochs=len(history), steps=step, images_per_s=batch * step / train_s if train_s > 0 else math.inf,
         train_s=train_s, eval_s=eval_s, history=history, final=final, stopped_early=stopped,
         peak_memory_bytes=peak, module=module.cpu() if cuda else module)

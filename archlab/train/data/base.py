@@ -59,6 +59,9 @@ class TaskData:
     class_names: tuple[str, ...] | None = None  # for reports; None when the layout has none
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # per-channel normalisation of images / 255 (ImageNet's)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    #: zoom range of the train-time scale-crop unless the config names one: (0.5, 2.0) as torchvision's
+    #: references for photographs; (1, 1) for generated data that already vary in scale
+    aug_scale: tuple[float, float] = (0.5, 2.0)
     info: dict = field(default_factory=dict)  # layout-specific facts (root, sizes before resizing, ...)
 
     @property
