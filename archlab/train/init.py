@@ -94,6 +94,7 @@ def torchvision_name(graph) -> str | None:
     meta = graph.meta or {}
     if meta.get("torchvision"):
         return str(meta["torchvision"])
+    import archlab.zoo  # noqa: F401 (registers the zoo: a description file may come without it)
     from archlab.zoo.registry import _MODELS
 
     info = _MODELS.get(graph.name)
