@@ -90,6 +90,16 @@ class UserCodeError(ArchlabError):
     """
 
 
+class TrialFailed(Exception):
+    """A search candidate could not be evaluated for a reason of its own: its
+    training diverged, ran out of memory or past ``--trial-timeout``.
+
+    Not an :class:`ArchlabError`: the search engine records the trial as FAIL
+    with this message (user attr ``fail_reason``), counts it as decided and goes
+    on with the next candidate, instead of stopping as it does for a user error.
+    """
+
+
 def fmt_shape(shape) -> str:
     """``(64, 56, 56)`` -> ``'64x56x56'``; ``None`` -> ``'?'``; an astronomically
     large size as ``~1.0e400`` (:func:`short_int`)."""

@@ -50,8 +50,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import os
-import statistics
 import sys
 import tempfile
 import time

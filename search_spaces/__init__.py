@@ -19,14 +19,24 @@ Contract of a space function ``space(trial) -> archlab.Graph``:
 * it returns a valid :class:`archlab.Graph` (the analyzers and constraints run
   on it before any evaluation) and has no other side effects.
 
-A space may come with an *evaluator factory*: ``evaluator(**options)`` returns a
-callable ``(trial, graph) -> float``, the reward of the trial's graph (higher is
-better), called once per trial after the space has returned ``graph``.
+A space gets its reward one of two ways:
+
+* an *evaluator factory*: ``evaluator(**options)`` returns a callable
+  ``(trial, graph) -> float``, the reward of the trial's graph (higher is
+  better), called once per trial after the space has returned ``graph``
+  (``nasbench201`` looks its rewards up in a table);
+* a *task* (``"seg"`` or ``"cls"``): every candidate is trained briefly on the
+  search's data and its validation metric is the reward
+  (:mod:`archlab.search.trained`). Such a space should also have a *factory*
+  ``factory(*, num_classes, input_shape) -> space function``, so its
+  candidates take the data's image size and class count.
 
 Built-in spaces live in the modules of this package (every module not starting
 with ``_`` is imported on the first lookup and registers its spaces). A user's
 space is a ``.py`` file defining ``space(trial)``; it may also define
-``evaluator`` (a factory as above) and a module docstring (its description).
+``evaluator`` (a factory as above) or ``TASK = "seg"`` / ``"cls"`` (train for
+the reward) with an optional ``make_space(*, num_classes, input_shape)``, and a
+module docstring (its description).
 """
 from __future__ import annotations
 
@@ -58,9 +68,10 @@ class Space:
         name: the registry name, or the file's path for a user's space.
         fn: the space function ``fn(trial) -> Graph``.
         description: one line for listings.
-        evaluator: the evaluator factory, or ``None`` when the space has none
-            (its candidates must be trained to get a reward).
+        evaluator: the evaluator factory, or ``None``.
         source: ``"builtin"`` or the path of the user's file.
+        task: ``"seg"`` / ``"cls"`` when candidates are trained for their reward, else ``None``.
+        factory: ``factory(*, num_classes, input_shape) -> fn`` (a trained space at the data's size), or ``None``.
     """
 
     name: str
@@ -68,6 +79,8 @@ class Space:
     description: str = ""
     evaluator: Optional[EvaluatorFactory] = None
     source: str = "builtin"
+    task: Optional[str] = None
+    factory: Optional[Callable[..., SpaceFn]] = None
 
     def __call__(self, trial: Any) -> Graph:
         """Run the space on ``trial`` and return its graph.
@@ -89,13 +102,17 @@ _SPACES: dict[str, Space] = {}
 _BUILTINS_LOADED = False
 
 
-def register_space(name: str, *, description: str, evaluator: Optional[EvaluatorFactory] = None) -> Callable[[SpaceFn], SpaceFn]:
+def register_space(name: str, *, description: str, evaluator: Optional[EvaluatorFactory] = None,
+                   task: Optional[str] = None, factory: Optional[Callable[..., SpaceFn]] = None
+                   ) -> Callable[[SpaceFn], SpaceFn]:
     """Decorator registering ``fn(trial) -> Graph`` as search space ``name``.
 
     Args:
         name: the name ``--space`` takes; must be new.
         description: one line for ``list_spaces`` and the CLI.
         evaluator: an evaluator factory (see the module docstring), or ``None``.
+        task: ``"seg"`` or ``"cls"``: candidates are trained for their reward.
+        factory: for a task: the space function at another input size and class count.
 
     Returns:
         The decorator; it returns the function unchanged.
@@ -110,7 +127,7 @@ def register_space(name: str, *, description: str, evaluator: Optional[Evaluator
     def deco(fn: SpaceFn) -> SpaceFn:
         if name in _SPACES:
             raise ArchlabError(f"search space '{name}' is already registered (by {_SPACES[name].fn.__module__})")
-        _SPACES[name] = Space(name, fn, description, evaluator)
+        _SPACES[name] = Space(name, fn, description, evaluator, task=task, factory=factory)
         return fn
 
     return deco
@@ -163,7 +180,17 @@ def load_space_file(path: str | Path) -> Space:
         what = "defines no function `space`" if fn is None else f"defines `space` as a {type(fn).__name__}"
         raise ArchlabError(f"search space file {str(path)!r} {what}; define `def space(trial):` returning an archlab Graph")
     doc = (module.__doc__ or "").strip().splitlines()
-    return Space(str(path), fn, doc[0] if doc else f"user space {path.name}", getattr(module, "evaluator", None), str(path))
+    evaluator, task, factory = getattr(module, "evaluator", None), getattr(module, "TASK", None), getattr(module, "make_space", None)
+    if task is not None and task not in ("seg", "cls"):
+        raise ArchlabError(f"search space file {str(path)!r} sets TASK = {task!r}; use 'seg' or 'cls' (train for the reward)")
+    if task is not None and evaluator is not None:
+        raise ArchlabError(f"search space file {str(path)!r} defines both `evaluator` and TASK; keep one "
+                           "(TASK trains every candidate for its reward, evaluator computes it)")
+    if factory is not None and not callable(factory):
+        raise ArchlabError(f"search space file {str(path)!r} defines make_space as a {type(factory).__name__}; "
+                           "define `def make_space(*, num_classes, input_shape):` returning a space function")
+    return Space(str(path), fn, doc[0] if doc else f"user space {path.name}", evaluator, str(path),
+                 task=task, factory=factory if task else None)
 
 
 def get_space(name_or_path: str) -> Space:

@@ -57,12 +57,13 @@ few parameter sets give the same network.
 Inputs: :func:`make_seg_space` takes ``num_classes`` and ``input_shape``; H and
 W must be multiples of ``2 ** max(DEPTHS)`` = 32, so every pooled size is
 exact and every decoder stage meets its skip at the same size. The registered
-``seg`` space uses 21 classes (PASCAL VOC) at 3 x 64 x 64, small enough for
-brief CPU training.
+``seg`` space function uses 21 classes (PASCAL VOC) at 3 x 64 x 64; a search
+builds it again at its data's size and class count (``factory``).
 
-No evaluator: a candidate's reward needs training, which is a later issue, so
-``seg`` is registered without one and ``archlab search --space seg`` refuses
-to start with one line saying so. Note: the ASPP and pyramid-pooling branches
+Reward: ``seg`` is registered with ``task="seg"``: ``archlab search`` trains
+every candidate briefly on ``--data`` (default: the embedded ``scenes`` at
+32 x 32) and its validation mIoU is the reward (:mod:`archlab.search.trained`).
+Note: the ASPP and pyramid-pooling branches
 batch-normalize 1 x 1 pooled maps, so training needs batches of 2 or more (as
 torchvision's DeepLabV3); inference runs at any batch size.
 """
@@ -252,7 +253,7 @@ def make_seg_space(*, num_classes: int = SEG_NUM_CLASSES,
 
 
 seg_space = make_seg_space()
-register_space("seg", description=f"encoder-decoder segmentation nets, {SEG_NUM_CLASSES} classes at "
-               f"{'x'.join(map(str, SEG_INPUT_SHAPE))} (no evaluator yet: needs training)")(seg_space)
+register_space("seg", description="encoder-decoder segmentation nets (U-Net/SegNet/DeepLab/PSPNet parts); "
+               "reward: validation mIoU after brief training", task="seg", factory=make_seg_space)(seg_space)
 
 __all__ = ["make_seg_space", "seg_graph", "sample_config", "seg_space", "stage_widths"]

@@ -1,7 +1,8 @@
 """The ``seg`` and ``cls`` search spaces (search_spaces/seg.py, search_spaces/cls.py):
 every sampled configuration builds a valid, analyzable graph of the right output
 shape; parameter names are as documented; fixed configurations have hand-checked
-parameter counts; the engine refuses them (no evaluator) with one line."""
+parameter counts; they train their candidates for a reward (tests/test_search_trained.py),
+and a space file with neither an evaluator nor a TASK is refused with one line."""
 from __future__ import annotations
 
 import optuna
@@ -39,10 +40,10 @@ SEG_SMALL = dict(depth=3, output_stride=8, base_width=16, width_growth=2.0, bloc
 
 # -- registration -----------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["seg", "cls"])
-def test_space_is_registered_without_an_evaluator(name):
+def test_space_is_registered_as_trained_for_its_reward(name):
     space = list_spaces()[name]
-    assert space.evaluator is None
-    assert "no evaluator" in space.description
+    assert space.evaluator is None and space.task == name and space.factory is not None
+    assert "after brief training" in space.description
 
 
 # -- seg --------------------------------------------------------------------------------
@@ -187,12 +188,12 @@ def test_cls_compiles_and_runs():
 
 
 # -- the engine -------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["seg", "cls"])
-def test_search_refuses_a_space_without_evaluator_in_one_line(name, tmp_path, monkeypatch, capsys):
+def test_search_refuses_a_space_file_without_evaluator_or_task_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rc = main(["search", "--space", name, "--sampler", "random", "--n-trials", "3", "--storage", ":memory:"])
+    path = tmp_path / "bare.py"
+    path.write_text("from search_spaces.seg import seg_space as space\n")
+    rc = main(["search", "--space", str(path), "--sampler", "random", "--n-trials", "3"])  # default SQLite storage
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert len(err.splitlines()) == 1 and f"search space '{name}' has no evaluator" in err
-    rc = main(["search", "--space", name, "--sampler", "random", "--n-trials", "3"])  # default SQLite storage
-    assert rc == 2 and list(tmp_path.iterdir()) == []  # refused before anything is written
+    assert len(err.splitlines()) == 1 and "has no evaluator and no TASK" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.py"]  # refused before anything is written

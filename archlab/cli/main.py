@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for i, a in enumerate(argv) if not (i < end and a == "--traceback")]
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # `search --gpus` restarts itself once per GPU with these
     except SystemExit as e:  # --help, --version, usage errors (already printed)
         return e.code if isinstance(e.code, int) else 2
     try:

@@ -1,5 +1,5 @@
-"""``archlab search``, ``archlab best`` and ``archlab trials``: run a study, and
-read one back (see :mod:`archlab.search.engine`)."""
+"""``archlab search``: run a study (see :mod:`archlab.search.engine`); reading one
+back (``best``, ``trials``, ``studies``) is :mod:`archlab.cli.study_cmd`."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +7,7 @@ import math
 import sys
 import time
 
-_STORAGE_HELP = ("Optuna storage: sqlite:///FILE.db, postgresql://USER:PW@HOST/DB, journal:FILE "
-                 "(default: sqlite:///runs/archlab.db)")
-_TABLE_COLUMNS = ("number", "state", "reward", "params", "macs", "memory", "rf", "eval_s", "overhead_s",
-                  "pruned_reason", "worker")
+from archlab.cli.study_cmd import STORAGE_HELP as _STORAGE_HELP
 
 
 def _count(text: str) -> int:
@@ -62,7 +59,8 @@ def _positive_int(text: str) -> int:
 
 def add_parser(sub) -> None:
     """Register ``search``, ``best`` and ``trials`` on an ``argparse`` subparsers object."""
-    s = sub.add_parser("search", help="search a space with an Optuna sampler (resumable, many workers)",
+    s = sub.add_parser("search", allow_abbrev=False,  # --gpus restarts it with exact option names
+                       help="search a space with an Optuna sampler (resumable, many workers)",
                        description="Run trials until the study holds --n-trials finished (complete or pruned) "
                        "trials; start the same command on several processes or machines to share the study.")
     s.add_argument("--space", required=True, help="registered space (e.g. nasbench201) or path/to/space.py")
@@ -81,19 +79,14 @@ def add_parser(sub) -> None:
     s.add_argument("--heartbeat-interval", type=_positive_int, default=10, help="seconds between heartbeats of a running trial (default 10)")
     s.add_argument("--grace-period", type=_positive_int, help="seconds without heartbeat before a running trial is failed and retried (default 2x interval)")
     s.add_argument("--quiet", action="store_true", help="no progress line")
+    from archlab.cli.search_train import add_training_args
+
+    add_training_args(s)
     s.set_defaults(func=cmd_search)
 
-    s = sub.add_parser("best", help="write the best trial's architecture file")
-    s.add_argument("--study", required=True)
-    s.add_argument("--storage", help=_STORAGE_HELP)
-    s.add_argument("-o", "--output", help="file to write (default: stdout)")
-    s.set_defaults(func=cmd_best)
+    from archlab.cli import study_cmd
 
-    s = sub.add_parser("trials", help="print a study's trials as a table")
-    s.add_argument("--study", required=True)
-    s.add_argument("--storage", help=_STORAGE_HELP)
-    s.add_argument("--format", default="table", choices=["table", "csv"])
-    s.set_defaults(func=cmd_trials)
+    study_cmd.add_parser(sub)
 
 
 def _progress_printer(stream):
@@ -101,7 +94,8 @@ def _progress_printer(stream):
 
     def show(p) -> None:
         best = "-" if p.best is None else f"{p.best:.4g}"
-        line = (f"trial {p.finished}/{p.total}  best reward {best}  {p.rate:.1f} trials/s  "
+        rate = f"{p.rate:.1f} trials/s" if p.rate >= 1 else f"{1 / p.rate:.1f} s/trial" if p.rate > 0 else ""
+        line = (f"trial {p.finished}/{p.total}  best reward {best}  {rate}  "
                 f"(#{p.last.number} {p.last.state.name.lower()})")
         stream.write(("\r" + line.ljust(78)) if tty else line + "\n")
         stream.flush()
@@ -109,29 +103,62 @@ def _progress_printer(stream):
     return show
 
 
-def cmd_search(args: argparse.Namespace) -> int:
-    """Run this worker's share of the study; print a summary line at the end."""
-    import optuna
-
+def _config(args: argparse.Namespace, budget, device: str | None = None):
+    """The :class:`~archlab.search.engine.SearchConfig` of the options (``device`` overrides --device)."""
     from archlab.search.constraints import Constraints
-    from archlab.search.engine import SearchConfig, Worker, best_trial
+    from archlab.search.engine import SearchConfig
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = SearchConfig(
+    if budget is not None and device is not None:
+        budget.device = device
+    return SearchConfig(
         space=args.space, sampler=args.sampler, n_trials=args.n_trials, timeout=args.timeout,
         storage=args.storage, study=args.study, seed=args.seed,
         constraints=Constraints(args.max_params, args.max_macs, args.max_memory),
         objectives=tuple(args.objectives.split(",")), heartbeat_interval=args.heartbeat_interval,
-        grace_period=args.grace_period, switch_sampler=args.switch_sampler)
+        grace_period=args.grace_period, switch_sampler=args.switch_sampler, training=budget)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Run this worker's share of the study; print a summary line at the end."""
+    import optuna
+
+    from archlab.cli.search_train import TrainProgress, check_gpus, run_on_gpus, training_budget
+    from archlab.search.engine import Worker, best_trial, decided
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.gpus is not None:
+        gpus = check_gpus(args)
+        # open (create) the study here first, so the workers join a study that holds its settings
+        study = Worker.open(_config(args, training_budget(args), device="cpu")).study
+        return run_on_gpus(args, args.argv, study, gpus)
+    config = _config(args, training_budget(args))
     worker = Worker.open(config)
     study = worker.study
+    trained = hasattr(worker.evaluator, "on_epoch")
     t0 = time.perf_counter()
-    result = worker.run(None if args.quiet else _progress_printer(sys.stderr))
-    if not args.quiet and sys.stderr.isatty():
+    bar = None
+    if args.quiet:
+        show = None
+    elif trained and sys.stderr.isatty():
+        bar = TrainProgress(args.n_trials, sys.stderr)
+        worker.evaluator.on_epoch, show = bar.epoch, bar.trial
+    else:
+        show = _progress_printer(sys.stderr)
+    try:
+        result = worker.run(show)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet and sys.stderr.isatty() and not trained:
         sys.stderr.write("\n")
-    finished = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)))
+    finished = sum(decided(t) for t in study.get_trials(deepcopy=False))
+    failed = [t for t in study.get_trials(deepcopy=False)
+              if t.state == optuna.trial.TrialState.FAIL and "fail_reason" in t.user_attrs]
     msg = (f"study '{study.study_name}': {finished}/{args.n_trials} finished trials "
            f"({result.ran} run by this worker in {time.perf_counter() - t0:.1f} s)")
+    if failed:
+        msg += (f"; {len(failed)} failed (e.g. trial {failed[0].number}: "
+                f"{failed[0].user_attrs['fail_reason'][:120]})")
     if finished < args.n_trials:  # the timeout passed: say what the study still waits for
         running = worker.stuck()
         if running:
@@ -145,91 +172,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         best = best_trial(study)
         msg += f"; best reward {best.user_attrs['reward']:.4g} (trial {best.number}, {best.user_attrs['params']:,} params)"
     except Exception:
-        pass
+        best = None
     print(msg)
-    return 0
-
-
-def _load(args: argparse.Namespace):
-    import optuna
-
-    from archlab.errors import ArchlabError
-    from archlab.search.storage import open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(args.storage, heartbeat_interval=None, must_exist=True)
-    names = optuna.get_all_study_names(storage)
-    if args.study not in names:
-        import difflib
-
-        close = difflib.get_close_matches(args.study, names, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ArchlabError(f"no study '{args.study}' in {args.storage or 'sqlite:///runs/archlab.db'}; {hint}"
-                           f"studies there: {', '.join(sorted(names)) or '(none)'}")
-    return optuna.load_study(study_name=args.study, storage=storage)
-
-
-def _reading(fn):
-    """``fn(args)``, with a storage failing while it is read (a corrupt file, a lost
-    server) reported as one line naming the storage and the cause."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(args: argparse.Namespace) -> int:
-        from optuna.exceptions import StorageInternalError
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from archlab.search.storage import storage_failure
-
-        try:
-            return fn(args)
-        except (StorageInternalError, SQLAlchemyError) as e:
-            raise storage_failure(args.storage or "sqlite:///runs/archlab.db", e) from e
-        except ValueError as e:  # a journal file with a damaged line
-            if "log format" not in str(e) and "Expecting" not in str(e):
-                raise
-            raise storage_failure(args.storage or "sqlite:///runs/archlab.db", e) from e
-
-    return wrapper
-
-
-@_reading
-def cmd_best(args: argparse.Namespace) -> int:
-    """Write the description file of the best (highest-reward) completed trial."""
-    from archlab.search.engine import arch_text, best_trial
-
-    trial = best_trial(_load(args))
-    text = arch_text(trial)
-    if args.output:
-        from archlab.errors import ArchlabError
-
-        try:
-            with open(args.output, "w") as f:
-                f.write(text)
-        except OSError as e:
-            raise ArchlabError(f"cannot write {args.output!r}: {e.strerror or e}; give a writable path with -o") from None
-        print(f"wrote {args.output}: trial {trial.number}, reward {trial.user_attrs['reward']:.4g}, "
-              f"{trial.user_attrs['params']:,} params, {trial.user_attrs['macs']:,} MACs", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-@_reading
-def cmd_trials(args: argparse.Namespace) -> int:
-    """Print the trials (without the architecture text) as a pandas table or CSV."""
-    import pandas as pd
-
-    study = _load(args)
-    df = study.trials_dataframe(attrs=("number", "state", "values", "user_attrs", "params"))
-    df = df.rename(columns=lambda c: c.removeprefix("user_attrs_"))
-    df = df[[c for c in df.columns if not (c == "arch" or c.startswith("arch_") or c == "surplus")]]
-    first = [c for c in _TABLE_COLUMNS if c in df.columns]
-    df = df[first + [c for c in df.columns if c not in first]]
-    if args.format == "csv":
-        df.to_csv(sys.stdout, index=False)
-    else:
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
-                               "display.max_colwidth", 60):
-            print(df.to_string(index=False) if len(df) else "(no trials)")
+    if best is None and failed and finished >= args.n_trials:
+        print("archlab: every trial failed, so the study has no reward: the cause is likely the settings, not the "
+              f"candidates ({failed[0].user_attrs['fail_reason'][:160]})", file=sys.stderr)
+        return 1
     return 0

@@ -9,6 +9,12 @@ Each trial:
    rejects with an :class:`~archlab.errors.ArchlabError`) is PRUNED with the
    reason in the user attr ``pruned_reason``, without evaluation;
 3. the space's evaluator returns the reward; the trial is told its values.
+   A space that trains its candidates (``seg``, ``cls``: a ``task``) gets a
+   :class:`~archlab.search.trained.TrainedEvaluator`: each epoch's validation
+   metric is reported to the trial and the study's pruner may stop it (PRUNED,
+   ``pruned_reason`` names the epoch); a candidate that diverges, runs out of
+   memory or past its time limit raises :class:`~archlab.errors.TrialFailed`
+   and its trial is FAIL with the reason in ``fail_reason``.
 
 Trial user attrs (``study.trials_dataframe()`` columns ``user_attrs_<key>``):
 ``arch`` (description-file text, split over ``arch``, ``arch_1``, ... when longer
@@ -25,7 +31,10 @@ transaction, its params and attrs are written in one more before the evaluation
 (``reward``, ``eval_s``, ``overhead_s``) are written together with its values
 and end state, so a finished trial always holds all its attrs.
 
-Exactly ``n_trials`` finished trials (COMPLETE or PRUNED) end up in the study,
+Exactly ``n_trials`` decided trials end up in the study -- COMPLETE, PRUNED,
+or FAIL with a ``fail_reason`` (the candidate's own failure, which a retry
+would repeat; a trial failed because its worker died is not decided, it is
+retried) --
 however many workers share it and however often it is resumed: a worker asks
 for a trial only while fewer than ``n_trials`` are finished, running or
 waiting, and gives back (as FAIL, user attr ``surplus``) a trial that lost that
@@ -55,7 +64,7 @@ from typing import Any, Callable, Optional, Sequence
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archlab.errors import ArchlabError, UserCodeError
+from archlab.errors import ArchlabError, TrialFailed, UserCodeError
 from archlab.graph import Graph
 from archlab.search.checks import MULTI_OBJECTIVE_SAMPLERS, OBJECTIVES, sampler_key  # noqa: F401 (re-exported)
 from archlab.search.checks import check_objectives as _check_objectives
@@ -75,7 +84,16 @@ STALE_CHECK_S = 1.0
 """At most this often (seconds) a worker looks for stale trials (with heartbeats; the grace period is longer)."""
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-_LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+def decided(t: FrozenTrial) -> bool:
+    """Whether ``t`` counts towards ``n_trials``: COMPLETE, PRUNED, or FAIL for a reason of
+    the candidate's own (user attr ``fail_reason``: diverged, out of memory, timed out)."""
+    return t.state in FINISHED or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+
+
+def _live(t: FrozenTrial) -> bool:
+    return decided(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
 
 
 @dataclass
@@ -98,6 +116,9 @@ class SearchConfig:
         sampler_options: extra constructor options for the sampler.
         evaluator_options: options for the space's evaluator factory.
         switch_sampler: resume a study made with another sampler (refused otherwise).
+        training: how a space with a task (seg, cls) trains its candidates
+            (:class:`~archlab.search.trained.TrainBudget`); None: the defaults.
+            Refused for a space that looks its rewards up.
     """
 
     space: str
@@ -115,13 +136,14 @@ class SearchConfig:
     sampler_options: dict = field(default_factory=dict)
     evaluator_options: dict = field(default_factory=dict)
     switch_sampler: bool = False
+    training: Any = None
 
 
 @dataclass
 class Progress:
     """What a progress callback sees after each trial of this worker."""
 
-    finished: int  # COMPLETE + PRUNED trials in the study
+    finished: int  # decided trials in the study (COMPLETE, PRUNED, FAIL with a fail_reason)
     total: int  # n_trials
     best: Optional[float]  # best reward so far in the study
     rate: float  # this worker's trials per second
@@ -170,6 +192,8 @@ class Worker:
                 study made for another space or other objectives. Nothing is
                 written to the storage in any of these cases.
         """
+        import dataclasses
+
         from archlab.search.samplers import make_sampler
         from search_spaces import get_space
 
@@ -182,24 +206,37 @@ class Worker:
         objectives = _check_objectives(config.objectives, config.sampler)
         space = get_space(config.space)
         _preflight(space)
+        pruner = None
+        if space.task is not None:  # train every candidate: the data decides the input and classes
+            from archlab.search.trained import TrainBudget, TrainedEvaluator, make_pruner
+
+            evaluator = TrainedEvaluator.start(space, config.training or TrainBudget(),
+                                               single_objective=len(objectives) == 1)
+            space = dataclasses.replace(space, fn=evaluator.space_fn)
+            _preflight(space)  # again, at the data's size
+            pruner = make_pruner(evaluator.budget.pruner, evaluator.epochs)
+        elif config.training is not None:
+            raise ArchlabError(f"search space '{space.name}' computes its rewards without training; the training "
+                               "options (--data, --epochs, --pruner, ...) apply to spaces with a task (seg, cls)")
+        elif space.evaluator is None:
+            raise ArchlabError(f"search space '{space.name}' has no evaluator and no TASK; define `evaluator` "
+                               "or set TASK = 'seg' / 'cls' in it to train every candidate for its reward")
         sampler = make_sampler(config.sampler, seed=config.seed, **config.sampler_options)
-        if space.evaluator is None:
-            raise ArchlabError(f"search space '{space.name}' has no evaluator (its candidates need training "
-                               "for a reward); use a space with a tabular evaluator such as nasbench201")
+        if space.task is None:
+            try:
+                evaluator = space.evaluator(**config.evaluator_options)
+            except ArchlabError:
+                raise
+            except Exception as e:
+                raise UserCodeError(f"the evaluator of search space '{space.name}' failed to start: "
+                                    f"{type(e).__name__}: {e}") from e
         try:
-            evaluator = space.evaluator(**config.evaluator_options)
-        except ArchlabError:
-            raise
-        except Exception as e:
-            raise UserCodeError(f"the evaluator of search space '{space.name}' failed to start: "
-                                f"{type(e).__name__}: {e}") from e
-        try:
-            return cls._open_study(config, space, sampler, evaluator, objectives)
+            return cls._open_study(config, space, sampler, evaluator, objectives, pruner)
         except _storage_errors() as e:
             raise storage_failure(config.storage or "sqlite:///runs/archlab.db", e) from e
 
     @classmethod
-    def _open_study(cls, config: SearchConfig, space, sampler, evaluator, objectives) -> "Worker":
+    def _open_study(cls, config: SearchConfig, space, sampler, evaluator, objectives, pruner) -> "Worker":
         storage = config.storage
         if storage is None or isinstance(storage, str):
             storage = open_storage(storage, heartbeat_interval=config.heartbeat_interval,
@@ -207,15 +244,27 @@ class Worker:
         storage = worker_storage(storage)  # RDB: trial writes batched, study reads cached
         name = config.study or f"{os.path.splitext(os.path.basename(config.space))[0]}-{sampler_key(config.sampler)}"
         directions = [OBJECTIVES[o] for o in objectives]
-        if name in optuna.get_all_study_names(storage):
-            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        training = evaluator.record() if space.task is not None else None
+        study = None
+        if name not in optuna.get_all_study_names(storage):
+            try:
+                study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                            directions=directions)
+            except optuna.exceptions.DuplicatedStudyError:
+                pass  # another worker created it a moment ago: join it as any resuming worker does, checks first
+            else:
+                study.set_user_attr("space", space.name)
+                study.set_user_attr("objectives", list(objectives))
+                study.set_user_attr("sampler", sampler_key(config.sampler))
+                if training is not None:
+                    study.set_user_attr("training", training)
+        if study is None:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
             _check_resume(study, space.name, objectives, None if config.switch_sampler else config.sampler)
-        else:
-            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
-                                        directions=directions, load_if_exists=True)
-            study.set_user_attr("space", space.name)
-            study.set_user_attr("objectives", list(objectives))
-            study.set_user_attr("sampler", sampler_key(config.sampler))
+            if training is not None:
+                from archlab.search.trained import check_same_training
+
+                check_same_training(study, training)
         return cls(config, study, space, evaluator, objectives)
 
     def stuck(self) -> list[FrozenTrial]:
@@ -224,9 +273,9 @@ class Worker:
 
     # ------------------------------------------------------------------ loop
     def _counts(self) -> tuple[int, int, int]:
-        """(finished, live, waiting) trials of the study (live: finished, running or waiting)."""
-        trials = self.study.get_trials(deepcopy=False, states=_LIVE)
-        finished = sum(t.state in FINISHED for t in trials)
+        """(decided, live, waiting) trials of the study (live: decided, running or waiting)."""
+        trials = [t for t in self.study.get_trials(deepcopy=False) if _live(t)]
+        finished = sum(decided(t) for t in trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         return finished, len(trials), waiting
 
@@ -308,7 +357,7 @@ class Worker:
         study, cfg = self.study, self.config
         # Live trials numbered below this one. Numbers are dense, so a number this
         # worker's view lacks (a trial made since its last read) counts as live.
-        gone = sum(t.number < trial.number and t.state not in _LIVE for t in study.get_trials(deepcopy=False))
+        gone = sum(t.number < trial.number and not _live(t) for t in study.get_trials(deepcopy=False))
         if trial.number - gone >= cfg.n_trials:  # lost the race for the last slot: give it back
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
@@ -359,6 +408,14 @@ class Worker:
         t1 = time.perf_counter()
         try:
             reward = float(self.evaluator(trial, graph))
+        except (optuna.TrialPruned, TrialFailed) as e:  # the pruner stopped it, or the candidate failed
+            eval_s = time.perf_counter() - t1
+            trial.set_user_attr("eval_s", eval_s)
+            trial.set_user_attr("overhead_s", time.perf_counter() - t0 - eval_s)
+            if isinstance(e, TrialFailed):
+                trial.set_user_attr("fail_reason", str(e)[:2000])
+                return TrialState.FAIL, None, eval_s
+            return self._prune(trial, str(e) or "pruned"), None, eval_s
         except ArchlabError:
             raise
         except Exception as e:

@@ -13,7 +13,7 @@ _EXPORTS = {
     "DataError": "archlab.train.data.base", "TaskData": "archlab.train.data.base",
     "load_data": "archlab.train.data.spec",
     **{name: "archlab.train.trainer" for name in ("EpochRecord", "NonFiniteLossError", "TrainError",
-                                                 "TrainOutOfMemoryError", "TrainResult", "train")},
+                                                 "TrainOutOfMemoryError", "TrainResult", "TrainTimeoutError", "train")},
 }
 __all__ = sorted(_EXPORTS)
 

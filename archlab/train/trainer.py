@@ -50,6 +50,10 @@ class TrainOutOfMemoryError(TrainError):
     """The device ran out of memory (names the batch size and the predicted need)."""
 
 
+class TrainTimeoutError(TrainError):
+    """Training ran past its ``deadline`` (names the epoch and step it reached)."""
+
+
 @dataclass
 class EpochRecord:
     """What one epoch did; the callback receives it and :class:`TrainResult` keeps them all."""
@@ -189,7 +193,7 @@ def _loss_fn(cfg: TrainConfig, data: TaskData, main: str, aux: list[str]):
 
 def train(graph, data: TaskData, config: TrainConfig | None = None, *,
           callback: Callable[[EpochRecord], Optional[bool]] | None = None,
-          progress: bool | None = None) -> TrainResult:
+          progress: bool | None = None, deadline: float | None = None) -> TrainResult:
     """Train ``graph`` on ``data`` and evaluate it on the validation split after every epoch.
 
     Args:
@@ -203,6 +207,9 @@ def train(graph, data: TaskData, config: TrainConfig | None = None, *,
             exception it raises (e.g. ``optuna.TrialPruned``) propagates after
             memory is freed.
         progress: a tqdm bar on stderr; ``None``: when stderr is a terminal.
+        deadline: a ``time.monotonic()`` value; past it, training stops at the
+            next loss check (every ``check_every`` steps) or evaluation with
+            :class:`TrainTimeoutError` (memory freed as for the other errors).
 
     Returns:
         A :class:`TrainResult`; ``final`` is the last evaluation.
@@ -212,6 +219,7 @@ def train(graph, data: TaskData, config: TrainConfig | None = None, *,
         NonFiniteLossError: the loss became NaN/inf (names the step).
         TrainOutOfMemoryError: the device ran out of memory (names the batch size
             and the predicted training memory).
+        TrainTimeoutError: ``deadline`` passed.
     """
     cfg = (config or TrainConfig()).resolved()
     device = resolve_device(cfg.device)
@@ -223,7 +231,7 @@ def train(graph, data: TaskData, config: TrainConfig | None = None, *,
     # flush them to zero while training, as GPUs do anyway.
     flush = device.type == "cpu" and torch.set_flush_denormal(True)
     try:
-        return _train(graph, data, cfg, device, main, aux, callback, progress)
+        return _train(graph, data, cfg, device, main, aux, callback, progress, deadline)
     except torch.OutOfMemoryError:
         oom = True  # handled below, outside the except block, so its traceback's frames are gone
     finally:
@@ -251,7 +259,7 @@ def _oom_message(graph, cfg: TrainConfig, device) -> str:
             "or the input size")
 
 
-def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResult:
+def _train(graph, data, cfg, device, main, aux, callback, progress, deadline) -> TrainResult:
     from archlab.torchio.compile import to_module
 
     cuda = device.type == "cuda"
@@ -315,6 +323,7 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
                 step += 1
                 if (i + 1) % cfg.check_every == 0 or i + 1 == steps_now:
                     _check_finite(losses, i + 1, step - (i + 1), epoch, sched, cfg.optimizer)
+                    _check_deadline(deadline, epoch, step)
                     bar.update(cfg.check_every if (i + 1) % cfg.check_every == 0 else (i + 1) % cfg.check_every)
                     bar.set_postfix_str(_postfix(epoch, epochs, losses[:i + 1], batch * (i + 1),
                                                  time.perf_counter() - t0, history), refresh=False)
@@ -326,6 +335,8 @@ def _train(graph, data, cfg, device, main, aux, callback, progress) -> TrainResu
                            ignore_index=data.ignore_index, normalize=normalize, batch_size=cfg.eval_batch_size,
                            device=device, autocast=autocast, channels_last=channels_last)
             eval_s += time.perf_counter() - t1
+            if epoch < epochs:  # a run that finished is not failed for its last evaluation
+                _check_deadline(deadline, epoch, step)
             rec = EpochRecord(epoch, step, float(losses.mean()), sched.get_last_lr()[0], val, train_s,
                               batch * steps_now / dt if dt > 0 else math.inf)
             history.append(rec)
@@ -360,6 +371,11 @@ def _check_finite(losses: torch.Tensor, upto: int, first_step: int, epoch: int, 
             f"lower --lr (now {sched.base_lrs[0]:g})" + (" or try --optimizer sgd" if optimizer != "sgd" else ""))
         err.step = first_step + i + 1
         raise err
+
+
+def _check_deadline(deadline: float | None, epoch: int, step: int) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise TrainTimeoutError(f"training ran past its time limit at epoch {epoch}, step {step}")
 
 
 def _bar(total: int, progress: bool | None):

@@ -1,0 +1,122 @@
+"""Does a search with training beat random search, and does pruning pay?
+
+Each (sampler, pruner, seed) runs one study of ``--trials`` trials on the ``seg``
+space with the search's default training budget (``archlab search --space seg
+--sampler S --pruner P --seed K``, in memory). Its best trial is then trained
+again with ``--factor`` times the epochs (the "re-evaluated" reward). Prints,
+per sampler and pruner, over the seeds: the best brief reward, the best
+re-evaluated reward (mean +- std) and the training time the study took
+(the sum of its trials' evaluation seconds). Targets (issue 11): reinforce and
+tpe above random; a pruned study needs <= 50 % of the unpruned one's training
+time with a best reward within noise of it.
+
+    python benchmarks/search_trained.py --device cuda --workers 12 --out runs/search_trained.json
+    python benchmarks/search_trained.py --samplers random,tpe --seeds 1 --trials 6   # a smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _trials import budget_json, default_workers, pool, train_candidate  # noqa: E402
+
+
+def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str, factor: int) -> dict:
+    """One in-memory study; its trials, its training time and its best re-trained."""
+    import optuna
+    import torch
+    from optuna.trial import TrialState
+
+    from archlab.search.engine import SearchConfig, best_trial, run_search
+    from archlab.search.trained import TrainBudget
+
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    b = json.loads(budget_js)
+    b["pruner"] = pruner
+    if b.get("input"):
+        b["input"] = tuple(b["input"])
+    t0 = time.perf_counter()
+    cfg = SearchConfig(space="seg", sampler=sampler, n_trials=trials, seed=seed, storage=optuna.storages.InMemoryStorage(),
+                       study=f"seg-{sampler}-{pruner}-{seed}", heartbeat_interval=None, training=TrainBudget(**b))
+    study = run_search(cfg).study
+    wall = time.perf_counter() - t0
+    ts = study.get_trials(deepcopy=False)
+    best = best_trial(study)
+    again = train_candidate("seg", budget_js, dict(best.params), b["epochs"] * factor)
+    return {"sampler": sampler, "pruner": pruner, "seed": seed, "search_wall_s": wall,
+            "train_s": sum(t.user_attrs.get("eval_s", 0.0) for t in ts),
+            "states": {s.name: sum(t.state == s for t in ts) for s in TrialState},
+            "rewards": [t.user_attrs.get("reward") for t in ts],
+            "stopped_epochs": [t.user_attrs.get("stopped_epoch") for t in ts],
+            "best": {"number": best.number, "reward": best.user_attrs["reward"], "params": dict(best.params),
+                     "long": again["metric"], "long_epochs": b["epochs"] * factor}}
+
+
+def main() -> None:
+    from archlab.search.trained import TrainBudget
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samplers", default="reinforce,tpe,evolution,random")
+    p.add_argument("--pruned", default="tpe,random", help="samplers also run with --pruned-by (default tpe,random)")
+    p.add_argument("--pruned-by", default="halving", help="the pruner of those runs (halving or hyperband)")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--factor", type=int, default=10)
+    p.add_argument("--data", default=None, help="data spec (default: the search's)")
+    p.add_argument("--epochs", type=int, default=TrainBudget().epochs, help="the brief budget (default: the search's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+
+    js = budget_json(TrainBudget(data=args.data, epochs=args.epochs, device=args.device))
+    runs = [(s, "none") for s in args.samplers.split(",")] + \
+        [(s, args.pruned_by) for s in args.pruned.split(",") if s]
+    jobs = [(s, pr, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)
+            for s, pr in runs]  # seed-major: a cut run keeps whole seeds
+    workers = args.workers or default_workers(args.device)
+    out: list[dict] = []
+    t0 = time.perf_counter()
+    with pool(workers) as ex:
+        futs = {ex.submit(run_study, s, pr, seed, args.trials, js, args.factor): (s, pr, seed) for s, pr, seed in jobs}
+        for k, f in enumerate(cf.as_completed(futs), 1):
+            r = f.result()
+            out.append(r)
+            print(f"[{k}/{len(jobs)} {time.perf_counter() - t0:.0f}s] {r['sampler']}/{r['pruner']} seed {r['seed']}: "
+                  f"best {r['best']['reward']:.4f}, re-trained {r['best']['long']:.4f}, training "
+                  f"{r['train_s']:.0f} s, {r['states']}", flush=True)
+            if args.out:
+                with open(args.out, "w") as fh:
+                    json.dump({"args": vars(args), "wall_s": time.perf_counter() - t0, "runs": out}, fh, indent=1)
+    print(f"\nseg space, {args.trials} trials per study, {workers} workers, {time.perf_counter() - t0:.0f} s")
+    print(table(out))
+
+
+def table(out: list[dict]) -> str:
+    """Mean +- std over seeds, per (sampler, pruner)."""
+    def ms(xs):
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            return "-"
+        return f"{statistics.mean(xs):.4f} +- {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
+
+    lines = [f"{'sampler':>10} {'pruner':>9} {'seeds':>5} {'best brief reward':>20} {'best re-trained (10x)':>22} "
+             f"{'training s':>18}"]
+    keys = sorted({(r["sampler"], r["pruner"]) for r in out}, key=lambda k: (k[1] != "none", k[0]))
+    for s, pr in keys:
+        rs = [r for r in out if r["sampler"] == s and r["pruner"] == pr]
+        lines.append(f"{s:>10} {pr:>9} {len(rs):>5} {ms([r['best']['reward'] for r in rs]):>20} "
+                     f"{ms([r['best']['long'] for r in rs]):>22} {ms([r['train_s'] for r in rs]):>18}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
