@@ -9,9 +9,8 @@ import torch
 from PIL import Image
 
 from archlab import GraphBuilder
-from archlab.analysis.erf import (
-    _INFERNO, centred_squares, colormap, default_node, effective_receptive_field, write_erf_png,
-)
+from archlab.analysis.erf import centred_squares, default_node, effective_receptive_field
+from archlab.report.erf import erf_figure, square_box, square_colours, write_erf_png
 from archlab.errors import ArchlabError
 
 
@@ -106,26 +105,71 @@ def test_default_node_is_the_last_feature_map():
     assert default_node(_three_convs()) == "relu2"
 
 
-def test_colormap_runs_through_the_anchors():
-    rgb = colormap(np.array([0.0, 1.0, 0.5, -1.0, 2.0]))
-    assert rgb.dtype == np.uint8 and rgb.shape == (5, 3)
-    assert tuple(rgb[0]) == _INFERNO[0] and tuple(rgb[1]) == _INFERNO[-1]
-    assert tuple(rgb[3]) == _INFERNO[0] and tuple(rgb[4]) == _INFERNO[-1]  # clipped
+def _pixels(fig) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
 
 
-def test_png_is_a_valid_image_of_the_documented_size(erf_three, tmp_path):
+def _near(px: np.ndarray, fig, ax, x: float, y: float, colour: str, reach: int = 2) -> bool:
+    """Whether a pixel within ``reach`` of data point (x, y) has ``colour`` (within 40 per channel)."""
+    from matplotlib.colors import to_rgb
+
+    want = np.array([round(255 * c) for c in to_rgb(colour)])
+    dx, dy = ax.transData.transform((x, y))
+    col, row = int(round(dx)), int(round(px.shape[0] - dy))
+    patch = px[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
+    return bool((np.abs(patch - want).max(axis=-1) <= 40).any())
+
+
+def test_png_draws_every_square_the_theory_and_the_centre(erf_three, tmp_path):
+    """Tested on the pixels: each listed square's edges in its colour, the theoretical
+    field's dashed outline, the white image centre; axes, a colour bar; the PNG is that canvas."""
+    import matplotlib.pyplot as plt
+
+    fig = erf_figure(erf_three)
+    ax, bar = fig.axes[0], fig.axes[1]
+    px = _pixels(fig)
+    colours = square_colours(erf_three)
+    assert sorted(colours) == sorted(erf_three.squares) == [0.2, 0.5, 0.95]
+    for f, colour in colours.items():
+        t, b, left, r = square_box(erf_three, f)
+        mid_x, mid_y = (left + r) / 2, (t + b) / 2
+        for x, y in ((mid_x, t - 0.4), (mid_x, b + 0.4), (left - 0.4, mid_y), (r + 0.4, mid_y)):
+            assert _near(px, fig, ax, x, y, colour, reach=3), (f, colour, x, y)
+    (t, b), (left, r) = erf_three.theory.pixel_box(*erf_three.unit)
+    assert _near(px, fig, ax, left - 0.5, t - 0.5, "#00ffff", reach=7)  # the 7x7 field's corner, just outside
+    assert _near(px, fig, ax, 15, 15 - 0.4, "#ffffff", reach=1)  # the centre "+" (its vertical arm)
+    assert ax.get_xlabel() == "input column (px)" and ax.get_ylabel() == "input row (px)"
+    assert len(bar.get_yticks()) >= 2 and "E|d unit / d input|" in bar.get_ylabel()
+    caption = " ".join(t.get_text() for t in fig.texts)
+    side = erf_three.squares[0.95]
+    assert f"95% square = {side**2 / 31**2:.1%} of the image's area, {side**2 / 49:.1%} of the theoretical " \
+           "field's area in the image" in caption.replace("\n", " ")
     path = tmp_path / "erf.png"
     size = write_erf_png(erf_three, str(path))
-    scale = 9  # ceil(256 / 31)
-    assert size == (31 * scale + 64, 31 * scale + 44)
     with Image.open(path) as img:
-        img.verify()
-    with Image.open(path) as img:
-        assert img.format == "PNG" and img.size == size
-        peak = np.unravel_index(erf_three.grad.argmax(), erf_three.grad.shape)
-        centre_px = img.convert("RGB").getpixel((int(peak[1]) * scale + scale // 2, int(peak[0]) * scale + scale // 2))
-        assert centre_px == _INFERNO[-1]  # the maximum is the brightest colour
-        assert img.convert("RGB").getpixel((2, 2)) == _INFERNO[0]  # zero gradient far away
+        assert img.format == "PNG" and img.size == size == (px.shape[1], px.shape[0])
+        assert np.array_equal(np.asarray(img.convert("RGB")).astype(int), px)
+    plt.close(fig)
+
+
+def test_png_says_when_the_theoretical_field_is_larger_than_the_image():
+    """... and squares of equal size (here 5 px: the whole image) all still show on the pixels."""
+    import matplotlib.pyplot as plt
+
+    erf = effective_receptive_field(_three_convs(side=5), samples=2, batch=2)
+    fig = erf_figure(erf)
+    ax = fig.axes[0]
+    px = _pixels(fig)
+    x, y = ax.transData.transform((2, -0.5))  # the image's top border, in figure pixels
+    column = px[int(round(px.shape[0] - y)) + 1:int(round(px.shape[0] - y)) + 14, int(round(x))]  # just below it
+    for f, colour in square_colours(erf).items():  # 95 % and 50 % are both the whole image: both inside the map
+        if square_box(erf, f) == (0, 4, 0, 4):
+            want = np.array([round(255 * c) for c in __import__("matplotlib").colors.to_rgb(colour)])
+            assert (np.abs(column - want).max(axis=-1) <= 40).any(), (f, colour, column.tolist())
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("theoretical field 7x7 px, larger than the 5x5 image (5x5 inside)" in x for x in labels), labels
+    plt.close(fig)
 
 
 def test_cli_prints_the_erf_and_writes_the_png(tmp_path, capsys):
@@ -141,4 +185,4 @@ def test_cli_prints_the_erf_and_writes_the_png(tmp_path, capsys):
     out = capsys.readouterr().out
     # features.5 is pool2: conv3 (3), pool/2 (4), conv3 (8), pool/2 (10)
     assert "features.5" in out and "theoretical RF   10x10 jump 4" in out and "ERF  95% mass" in out
-    assert png.exists() and Image.open(png).size == (48 * 6 + 64, 48 * 6 + 44)
+    assert png.exists() and Image.open(png).size == (792, 836)

@@ -15,8 +15,8 @@ image centre and keeps ``relu(grad)`` of ``relu(y)``; this module follows Luo et
 al. (``|grad|`` of ``y``) and centres on the theoretical field centre of the unit,
 which is the same point for a symmetric network up to half a pixel.
 
-:func:`write_erf_png` draws the map as a heatmap (Pillow only) with the
-theoretical field outlined.
+:func:`archlab.report.erf.write_erf_png` draws the map (matplotlib), with the
+squares, the theoretical field and the image centre.
 """
 from __future__ import annotations
 
@@ -220,94 +220,3 @@ def effective_receptive_field(
     c = theory.center(*unit) if not (theory.is_global and theory.local_size is None) else ((h - 1) / 2, (w - 1) / 2)
     centre = (min(h - 1, max(0, math.floor(c[0] + 0.5))), min(w - 1, max(0, math.floor(c[1] + 0.5))))
     return ERF(node, grad, unit, centre, centred_squares(grad, centre, fractions), samples, theory)
-
-
-# -- the heatmap ---------------------------------------------------------------------
-
-_INFERNO = (  # matplotlib's "inferno" at 8 evenly spaced points
-    (0, 0, 4), (40, 11, 84), (101, 21, 110), (159, 42, 99),
-    (212, 72, 66), (245, 125, 21), (250, 193, 39), (252, 255, 164),
-)
-
-
-def colormap(values: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] to RGB (uint8, shape ``values.shape + (3,)``) by
-    linear interpolation between the inferno anchors."""
-    import numpy as np
-
-    anchors = np.asarray(_INFERNO, dtype=np.float64)
-    pos = np.clip(values, 0.0, 1.0) * (len(anchors) - 1)
-    lo = np.minimum(pos.astype(int), len(anchors) - 2)
-    frac = (pos - lo)[..., None]
-    return np.round(anchors[lo] * (1 - frac) + anchors[lo + 1] * frac).astype(np.uint8)
-
-
-def _intensity(grad: np.ndarray, decades: float) -> np.ndarray:
-    import numpy as np
-
-    v = grad / grad.max()
-    if decades <= 0:
-        return v
-    return 1.0 + np.log10(np.maximum(v, 10.0 ** -decades)) / decades
-
-
-def write_erf_png(
-    erf: ERF,
-    path: str,
-    *,
-    scale: Optional[int] = None,
-    decades: float = 3.0,
-    title: Optional[str] = None,
-) -> tuple[int, int]:
-    """Write the ERF as a heatmap PNG and return its ``(width, height)``.
-
-    The map (scaled up by an integer ``scale``, default so its longer side is at
-    least 256 px) is drawn on a logarithmic scale over ``decades`` decades below
-    its maximum (``decades=0``: linear), with the theoretical field of the unit
-    (clipped to the image) outlined in cyan, just outside its pixels, and the
-    square holding the largest fraction of the mass in white, just inside. A colour bar sits at the right and a caption
-    below; the image is ``(W * scale + 64, H * scale + 44)`` pixels.
-    """
-    import numpy as np
-    from PIL import Image, ImageDraw, ImageFont
-
-    h, w = erf.grad.shape
-    s = scale or max(1, math.ceil(256 / max(h, w)))
-    heat = colormap(_intensity(erf.grad, decades))
-    heat = np.repeat(np.repeat(heat, s, axis=0), s, axis=1)
-    bar_w, cap_h = 64, 44
-    img = Image.new("RGB", (w * s + bar_w, h * s + cap_h), (255, 255, 255))
-    img.paste(Image.fromarray(heat, "RGB"), (0, 0))
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-
-    lw = max(1, s // 3)
-
-    def outline(top, bottom, left, right, colour, grow):
-        # ``grow`` > 0 draws just outside the pixels (kept on the map), so two equal boxes both show.
-        box = [left * s - grow, top * s - grow, (right + 1) * s - 1 + grow, (bottom + 1) * s - 1 + grow]
-        box = [min(max(v, 0), lim) for v, lim in zip(box, (w * s - 1, h * s - 1) * 2)]
-        draw.rectangle(box, outline=colour, width=lw)
-
-    big = max(erf.squares)
-    half = erf.squares[big] // 2
-    ci, cj = erf.centre
-    outline(max(0, ci - half), min(h - 1, ci + half), max(0, cj - half), min(w - 1, cj + half), (255, 255, 255), 0)
-    (t, b), (l, r) = erf.theory.pixel_box(*erf.unit)
-    outline(t, b, l, r, (0, 255, 255), lw)
-
-    # colour bar: top = max, bottom = the floor of the scale
-    bar_h = h * s
-    ramp = colormap(np.linspace(1.0, 0.0, bar_h)[:, None].repeat(14, axis=1))
-    img.paste(Image.fromarray(ramp, "RGB"), (w * s + 6, 0))
-    draw.text((w * s + 23, 0), "max", fill=(0, 0, 0), font=font)
-    draw.text((w * s + 23, bar_h - 11), f"1e-{decades:g}" if decades > 0 else "0", fill=(0, 0, 0), font=font)
-
-    trf = "global" if erf.theory.is_global else "x".join(f"{float(x):g}" for x in erf.theory.size)
-    th, tw = erf.theory_pixels
-    squares = "/".join(f"{f:.0%}" for f in erf.squares) + ": " + "/".join(str(v) for v in erf.squares.values())
-    lines = [title or f"ERF {erf.node} (N={erf.samples})", f"{squares} px (white); TRF {trf}, {th}x{tw} in image (cyan)"]
-    for k, line in enumerate(lines):
-        draw.text((4, h * s + 4 + 18 * k), line, fill=(0, 0, 0), font=font)
-    img.save(path, format="PNG")
-    return img.size

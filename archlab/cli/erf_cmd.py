@@ -34,7 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_erf(args: argparse.Namespace) -> int:
     """Print the ERF squares and the theoretical field; optionally write the PNG."""
-    from archlab.analysis.erf import effective_receptive_field, write_erf_png
+    from archlab.analysis.erf import effective_receptive_field
+    from archlab.report.erf import write_erf_png
     from archlab.errors import ArchlabError
     from archlab.resolve import resolve_model
 
@@ -59,6 +60,9 @@ def cmd_erf(args: argparse.Namespace) -> int:
     print(f"{graph.name}  ({'given' if state_dict is not None else 'random'} weights)")
     print(erf.report())
     if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a window
         try:
             w, h = write_erf_png(erf, args.png, title=f"{graph.name} {erf.node} (N={erf.samples})")
         except OSError as e:  # the folder vanished or the disk filled during the work

@@ -271,6 +271,9 @@ def cmd_studies(args: argparse.Namespace) -> int:
 @_reading
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the study's report page; print where, and which figures were left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
     from archlab.report import write_report
 
     report = write_report(_load(args), args.output)

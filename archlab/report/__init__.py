@@ -6,7 +6,7 @@ reward by chosen value, learning curves with the pruner's stops, reward against
 cost -- and writes ``index.html`` with the study's settings, counts, timings,
 the Pareto table, the best trials and the best architecture's per-layer table.
 A figure the study has no data for is left out with one line saying why.
-Imports matplotlib (Agg) and pandas; never torch.
+Imports matplotlib and pandas; never torch.
 """
 from __future__ import annotations
 

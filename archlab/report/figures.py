@@ -4,7 +4,8 @@
 Each ``fig_*`` takes the study (and its finished trials) and returns a
 ``matplotlib.figure.Figure``, or ``None`` when the study has nothing to draw
 (no learning curves, a single objective for the Pareto front, ...). None of them
-shows a window: the report saves them as PNGs (Agg backend).
+shows a window: the report saves them as PNGs, a notebook displays them (the
+backend is the caller's; ``archlab report`` selects Agg).
 """
 from __future__ import annotations
 
@@ -13,11 +14,8 @@ import statistics
 import warnings
 from typing import Optional
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a window
-import matplotlib.pyplot as plt  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+import matplotlib.pyplot as plt
+from optuna.trial import FrozenTrial, TrialState
 
 COSTS = (("params", "parameters", True), ("macs", "MACs (batch 1)", True),
          ("memory", "peak activation bytes (batch 1)", True), ("rf", "receptive field (px, side)", False))
