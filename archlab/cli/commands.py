@@ -65,9 +65,17 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write the description file (YAML)."""
+    """Write the description file (YAML), or with ``--format onnx`` the ONNX model."""
     from archlab.lang import dump
 
+    if getattr(args, "format", "yaml") == "onnx":
+        from archlab.cli.draw_cmd import export_onnx
+        from archlab.errors import ArchlabError
+
+        if not args.output or args.output == "-":
+            raise ArchlabError("--format onnx writes a binary file: give it with -o net.onnx")
+        export_onnx(_graph(args), args.output)
+        return 0
     write_text(dump(_graph(args)), args.output)
     return 0
 

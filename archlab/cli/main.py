@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = model_cmd("show", "print a graph one node a line", commands.cmd_show)
     s.add_argument("--full", action="store_true", help="print every node (default elides the middle of long graphs)")
-    s = model_cmd("export", "write a model's description file", commands.cmd_export)
-    s.add_argument("-o", "--output", type=output_path, help="file to write (default: stdout)")
+    s = model_cmd("export", "write a model's description file (or ONNX, for Netron)", commands.cmd_export)
+    s.add_argument("-o", "--output", type=output_path, help="file to write (default: stdout; onnx needs a file)")
+    s.add_argument("--format", choices=["yaml", "onnx"], default="yaml",
+                   help="yaml: archlab's description file (default); onnx: the compiled module, for Netron")
 
     s = sub.add_parser("compare", help="params and MACs against fvcore, FlopCounterMode and torchvision; outputs against torchvision")
     s.add_argument("model", help=MODEL_HELP)
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from archlab.cli import erf_cmd
 
     erf_cmd.add_parser(sub)
+    from archlab.cli import draw_cmd
+
+    draw_cmd.add_parser(sub)
     from archlab.cli import search_cmd
 
     search_cmd.add_parser(sub)
