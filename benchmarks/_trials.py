@@ -35,9 +35,10 @@ def budget_json(budget) -> str:
     return json.dumps(asdict(budget), sort_keys=True)
 
 
-def train_candidate(space: str, budget_js: str, params: dict, epochs: int) -> dict:
+def train_candidate(space: str, budget_js: str, params: dict, epochs: int, horizon: float | None = None) -> dict:
     """Train the candidate ``params`` of ``space`` for ``epochs`` with the budget's other
-    settings; its final metric, learning curve and times (a failure: metric NaN)."""
+    settings (``horizon``: the schedule's, default the budget's); its final metric,
+    learning curve and times (a failure: metric NaN)."""
     import optuna
     import torch
 
@@ -47,7 +48,8 @@ def train_candidate(space: str, budget_js: str, params: dict, epochs: int) -> di
     torch.set_num_threads(1)
     ev = evaluator(space, budget_js)
     graph = ev.space_fn(optuna.trial.FixedTrial(params))
-    kw = train_kwargs(replace(ev.budget, epochs=epochs, steps=None))
+    kw = train_kwargs(replace(ev.budget, epochs=epochs, steps=None,
+                              horizon=ev.budget.horizon if horizon is None else horizon))
     t0 = time.perf_counter()
     try:
         r = train(graph, ev.data, TrainConfig(**kw), progress=False)

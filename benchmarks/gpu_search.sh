@@ -10,7 +10,10 @@ if ! $PY -c "import optuna" 2>/dev/null; then $PY -m pip install -q --no-deps .w
 nvidia-smi -L; $PY -c "import torch, optuna; print(torch.__version__, optuna.__version__)"
 timeout 60 $PY benchmarks/trial_cost.py --device cuda --n 3 2>&1 | tee "$OUT/trial_cost.log"
 # the two benchmarks share the GPU: 6 + 10 worker processes
-timeout ${T_BENCH:-400} $PY benchmarks/proxy_fidelity.py --device cuda --workers 6 --out "$OUT/proxy.json" > "$OUT/proxy.log" 2>&1 &
-timeout ${T_BENCH:-400} $PY benchmarks/search_trained.py --device cuda --workers 10 --out "$OUT/search.json" > "$OUT/search.log" 2>&1 &
+# HORIZON=10 measures the budget that trains the first tenth of the 10x run (--horizon)
+timeout ${T_BENCH:-400} $PY benchmarks/proxy_fidelity.py --device cuda --workers 6 --horizon ${HORIZON:-1} \
+    --out "$OUT/proxy.json" > "$OUT/proxy.log" 2>&1 &
+timeout ${T_BENCH:-400} $PY benchmarks/search_trained.py --device cuda --workers 10 --horizon ${HORIZON:-1} \
+    --out "$OUT/search.json" > "$OUT/search.log" 2>&1 &
 wait
 tail -30 "$OUT/proxy.log"; tail -12 "$OUT/search.log"

@@ -52,12 +52,14 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=TrainBudget().epochs, help="the brief budget (default: the search's)")
     p.add_argument("--factor", type=int, default=10, help="the long budget is this many times the brief one")
     p.add_argument("--data", default=None, help="data spec (default: the search's)")
+    p.add_argument("--horizon", type=float, default=1.0,
+                   help="the brief runs' schedule spans this many times their epochs (the long runs': 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None, help="parallel processes (default: 12 on a GPU, cores/2 on a CPU)")
     p.add_argument("--out", default=None, help="write every run as JSON here")
     args = p.parse_args()
 
-    budget = TrainBudget(data=args.data, device=args.device)
+    budget = TrainBudget(data=args.data, device=args.device, horizon=args.horizon)
     js = budget_json(budget)
     cands = sample(args.space, js, args.n, args.seed)
     long = args.epochs * args.factor
@@ -66,7 +68,8 @@ def main() -> None:
     results: dict[tuple[int, int], dict] = {}
     t0 = time.perf_counter()
     with pool(workers) as ex:
-        futs = {ex.submit(train_candidate, args.space, js, cands[i], e): (i, e) for i, e in jobs}
+        futs = {ex.submit(train_candidate, args.space, js, cands[i], e, None if e == args.epochs else 1.0): (i, e)
+                for i, e in jobs}
         for k, f in enumerate(cf.as_completed(futs), 1):
             i, e = futs[f]
             results[i, e] = r = f.result()

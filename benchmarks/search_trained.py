@@ -49,7 +49,7 @@ def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str,
     wall = time.perf_counter() - t0
     ts = study.get_trials(deepcopy=False)
     best = best_trial(study)
-    again = train_candidate("seg", budget_js, dict(best.params), b["epochs"] * factor)
+    again = train_candidate("seg", budget_js, dict(best.params), b["epochs"] * factor, 1.0)
     return {"sampler": sampler, "pruner": pruner, "seed": seed, "search_wall_s": wall,
             "train_s": sum(t.user_attrs.get("eval_s", 0.0) for t in ts),
             "states": {s.name: sum(t.state == s for t in ts) for s in TrialState},
@@ -72,12 +72,13 @@ def main() -> None:
     p.add_argument("--factor", type=int, default=10)
     p.add_argument("--data", default=None, help="data spec (default: the search's)")
     p.add_argument("--epochs", type=int, default=TrainBudget().epochs, help="the brief budget (default: the search's)")
+    p.add_argument("--horizon", type=float, default=1.0, help="the studies' schedule horizon (re-training: 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    js = budget_json(TrainBudget(data=args.data, epochs=args.epochs, device=args.device))
+    js = budget_json(TrainBudget(data=args.data, epochs=args.epochs, device=args.device, horizon=args.horizon))
     runs = [(s, "none") for s in args.samplers.split(",")] + \
         [(s, args.pruned_by) for s in args.pruned.split(",") if s]
     jobs = [(s, pr, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)

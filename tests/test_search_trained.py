@@ -412,3 +412,32 @@ def test_explicit_default_lr_matches_a_study_made_with_the_default(tiny_space, t
     run_search(SearchConfig(space=tiny_space, sampler="random", n_trials=2, storage=db, study="l",
                             training=TrainBudget(**base, lr=3e-3)))
     assert _study(db, "l").user_attrs["training"]["lr"] == 3e-3
+
+
+def test_horizon_trains_exactly_the_first_part_of_the_longer_run():
+    """``horizon`` K: the brief budget is the first 1/K of a K-times longer run, to the last bit
+    on the CPU (so the proxy benchmark's long-run curves measure that budget's ranking exactly)."""
+    from archlab.train import TrainConfig, train
+    from archlab.train.data import load_data
+    from search_spaces.seg import seg_graph
+
+    data = load_data("scenes:n=16,val=8", size=(32, 32))
+    cfg = dict(depth=3, output_stride=8, base_width=16, width_growth=2.0, block="plain", kernel_size=3,
+               skip="add", upsample="bilinear", head="none")
+    graph = seg_graph(cfg, num_classes=data.num_classes, input_shape=data.input_shape)
+    brief = train(graph, data, TrainConfig(epochs=2, batch_size=8, horizon=5, device="cpu"), progress=False)
+    long = train(graph, data, TrainConfig(epochs=10, batch_size=8, device="cpu"), progress=False)
+    assert brief.final == long.history[1].val
+    assert [h.loss for h in brief.history] == [h.loss for h in long.history[:2]]
+    plain = train(graph, data, TrainConfig(epochs=2, batch_size=8, device="cpu"), progress=False)
+    assert plain.history[-1].loss != brief.history[-1].loss  # the schedule did change
+
+
+def test_a_study_made_before_a_setting_existed_takes_its_default():
+    class S:
+        study_name = "old"
+        user_attrs = {"training": {k: v for k, v in TrainBudget().record().items() if k != "horizon"}}
+
+    check_same_training(S, TrainBudget().record())
+    with pytest.raises(ArchlabError, match="horizon=1.0, but this worker asks horizon=10"):
+        check_same_training(S, TrainBudget(horizon=10).record())

@@ -9,7 +9,7 @@ import time
 
 from archlab.cli.args import input_shape, positive_float, positive_int
 
-_TRAINING = ("data", "input", "epochs", "steps", "batch_size", "lr", "train_seed", "device", "pruner",
+_TRAINING = ("data", "input", "epochs", "steps", "batch_size", "lr", "train_seed", "horizon", "device", "pruner",
              "trial_timeout", "save_weights", "keep", "penalty")
 
 
@@ -26,6 +26,8 @@ def add_training_args(s: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=positive_int, help="images per step (default 32)")
     g.add_argument("--lr", type=positive_float, help="peak learning rate (default 3e-3, AdamW)")
     g.add_argument("--train-seed", type=int, help="seed of every candidate's init, shuffling and data (default 0)")
+    g.add_argument("--horizon", type=positive_float, metavar="K",
+                   help="the LR schedule spans K x the budget: train the first 1/K of a K-times longer run (default 1)")
     g.add_argument("--device", help="this worker's device: auto (a GPU when there is one), cpu, cuda, cuda:K")
     g.add_argument("--gpus", metavar="all|0,1,...",
                    help="start one worker per listed GPU on this study (repeat an index for several on one GPU)")
@@ -49,6 +51,7 @@ def training_budget(args: argparse.Namespace):
     b = TrainBudget()
     given = {"data": args.data, "input": tuple(args.input) if args.input else None, "epochs": args.epochs,
              "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.train_seed,
+             "horizon": args.horizon,
              "device": args.device, "pruner": args.pruner, "trial_timeout": args.trial_timeout,
              "save_weights": args.save_weights, "keep": args.keep,
              "penalty": parse_penalty(args.penalty) if args.penalty else None}

@@ -51,7 +51,7 @@ DEFAULT_PENALTY_WEIGHT = -0.07  # MnasNet (Tan et al. 2019, §3): alpha = beta =
 _PER_WORKER = ("device", "trial_timeout", "save_weights", "keep")
 # How the CLI spells each recorded field (for the refusal's fix).
 FLAGS = {"data": "--data", "input": "--input", "epochs": "--epochs", "steps": "--steps",
-         "batch_size": "--batch-size", "lr": "--lr", "seed": "--train-seed", "pruner": "--pruner",
+         "batch_size": "--batch-size", "lr": "--lr", "seed": "--train-seed", "pruner": "--pruner", "horizon": "--horizon",
          "penalty": "--penalty"}
 
 
@@ -70,6 +70,7 @@ class TrainBudget:
     batch_size: int = 32              # images per step
     lr: Optional[float] = None        # peak learning rate; None: the trainer's default (AdamW 3e-3)
     seed: int = 0                     # initialisation, shuffling and data: equal for every trial, so rewards compare
+    horizon: float = 1.0              # the LR schedule spans horizon x the budget: 10 = the first tenth of a 10x run (README, "What a brief reward is worth")
     pruner: str = "none"              # none | median | halving | hyperband (Optuna's pruners, by epoch)
     penalty: Optional[dict] = None    # {"metric", "target", "weight"}: reward = acc * (value / target) ** weight
     device: str = "auto"              # auto | cpu | cuda | cuda:K (this worker's)
@@ -157,8 +158,9 @@ def check_same_training(study, budget_record: dict) -> None:
     if stored is None:
         raise ArchlabError(f"study '{study.study_name}' was made without training its candidates; "
                            "pick another --study name")
+    defaults = TrainBudget().record()  # a setting added after the study was made has its default there
     for key in sorted(set(stored) | set(budget_record)):
-        have, want = stored.get(key), budget_record.get(key)
+        have, want = stored.get(key, defaults.get(key)), budget_record.get(key, defaults.get(key))
         if have != want:
             flag = FLAGS.get(key, key)
             raise ArchlabError(f"study '{study.study_name}' trains its candidates with {key}={_show(have)}, but this "
@@ -352,7 +354,7 @@ def _writable_folder(folder: str) -> None:
 
 def train_kwargs(budget: TrainBudget) -> dict[str, Any]:
     return {"epochs": budget.epochs, "steps": budget.steps, "batch_size": budget.batch_size, "lr": budget.lr,
-            "seed": budget.seed, "device": budget.device}
+            "seed": budget.seed, "device": budget.device, "horizon": budget.horizon}
 
 
 def _probe_shape(space) -> tuple[int, int, int]:

@@ -27,6 +27,7 @@ class TrainConfig:
     optimizer: str = "adamw"              # "adamw" (robust from scratch) or "sgd" (Nesterov momentum 0.9, torchvision's recipe)
     weight_decay: Optional[float] = None  # None: DEFAULT_WEIGHT_DECAY of the optimizer; never on norm weights or biases
     warmup: float = 0.1                   # fraction of the steps with a linear warm-up, then cosine decay to 0
+    horizon: float = 1.0                  # the warm-up + cosine schedule spans horizon x the steps trained: > 1 trains the first part of a longer run (see archlab.search.trained)
     loss: str = "ce"                      # "ce" (cross-entropy, ignore index), "soft_iou" (the lecture's), or their sum
     aux_weight: float = 0.5               # weight of auxiliary heads' losses (outputs named aux*; torchvision's references use 0.5)
     augment: bool = True                  # random scale-crop and flip (segmentation); random translate and flip (classification)
@@ -67,6 +68,7 @@ class TrainConfig:
         _check_float("lr", c.lr, lo=0, lo_open=True)
         _check_float("weight_decay", c.weight_decay, lo=0)
         _check_float("warmup", c.warmup, lo=0, hi=1)
+        _check_float("horizon", c.horizon, lo=1)
         _check_float("aux_weight", c.aux_weight, lo=0)
         if c.scale is not None:
             if not isinstance(c.scale, (tuple, list)) or len(c.scale) != 2:

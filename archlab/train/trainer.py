@@ -282,7 +282,7 @@ def _train(graph, data, cfg, device, main, aux, callback, progress, deadline) ->
     per_epoch = max(1, n // batch)  # drop the last partial batch: batch norm wants full ones
     total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
     epochs = math.ceil(total / per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(max(total, int(round(total * cfg.horizon))), cfg.warmup))
     loss_fn = _loss_fn(cfg, data, main, aux)
     normalize = Normalizer(data.mean, data.std, device)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if amp else None
