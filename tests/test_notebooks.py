@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import nbformat
@@ -22,9 +23,19 @@ def _run(name: str, tmp_path: Path, monkeypatch) -> nbformat.NotebookNode:
     monkeypatch.setenv("ARCHLAB_NB_OUT", str(tmp_path))
     monkeypatch.setenv("ARCHLAB_REPO", str(REPORTS.parent))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")  # a CI's MPLBACKEND=Agg draws nothing
+    for var in ("ARCHLAB_STORAGE", "ARCHLAB_STUDY"):  # search_study makes its own study
+        monkeypatch.delenv(var, raising=False)
+    # a kernel of this very interpreter (not whatever "python3" kernel the machine has registered)
+    spec = tmp_path / "jupyter" / "kernels" / "archlab-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"], "display_name": "archlab tests",
+                                                  "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     nb = nbformat.read(REPORTS / name, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{name} has committed outputs"
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPORTS)}}).execute()
+    NotebookClient(nb, timeout=600, kernel_name="archlab-test", resources={"metadata": {"path": str(REPORTS)}}).execute()
     return nb
 
 

@@ -23,11 +23,11 @@ def add_parser(sub) -> None:
 
 def cmd_draw(args: argparse.Namespace) -> int:
     """Write the picture; print where."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a window
+    from archlab.report import use_file_backend
     from archlab.report.draw import picture_format, write_drawing
     from archlab.resolve import resolve_model
+
+    use_file_backend()
 
     picture_format(args.output)  # before any work
     graph = resolve_model(args.model, input_shape=args.input)
@@ -55,6 +55,8 @@ def export_onnx(graph, output: str) -> None:
     except ImportError as e:
         raise ArchlabError(f"ONNX export needs the onnx and onnxscript packages ({e.name} is missing): "
                            "pip install onnx onnxscript") from None
+    if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 5):
+        raise ArchlabError(f"ONNX export needs torch >= 2.5 (its dynamo exporter); this is torch {torch.__version__}")
     shape = tuple(graph.input_nodes[0].attrs["shape"])
     module = to_module(graph).eval()
     try:

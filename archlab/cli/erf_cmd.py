@@ -60,9 +60,9 @@ def cmd_erf(args: argparse.Namespace) -> int:
     print(f"{graph.name}  ({'given' if state_dict is not None else 'random'} weights)")
     print(erf.report())
     if args.png:
-        import matplotlib
+        from archlab.report import use_file_backend
 
-        matplotlib.use("Agg")  # files only, never a window
+        use_file_backend()
         try:
             w, h = write_erf_png(erf, args.png, title=f"{graph.name} {erf.node} (N={erf.samples})")
         except OSError as e:  # the folder vanished or the disk filled during the work

@@ -271,10 +271,9 @@ def cmd_studies(args: argparse.Namespace) -> int:
 @_reading
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the study's report page; print where, and which figures were left out."""
-    import matplotlib
+    from archlab.report import use_file_backend, write_report
 
-    matplotlib.use("Agg")  # files only, never a window
-    from archlab.report import write_report
+    use_file_backend()
 
     report = write_report(_load(args), args.output)
     print(f"wrote {report.page} with {len(report.figures)} figures"

@@ -75,6 +75,16 @@ def write_report(study, folder: str) -> Report:
     return report
 
 
+def use_file_backend() -> None:
+    """Agg for a command that only writes files -- unless this process already draws
+    inline (``main([...])`` called from a notebook keeps the notebook's backend)."""
+    import matplotlib
+
+    backend = matplotlib.get_backend().lower()
+    if "inline" not in backend and backend != "agg":
+        matplotlib.use("Agg")
+
+
 def _counts(trials) -> dict[str, int]:
     out: dict[str, int] = {}
     for t in trials:
@@ -102,4 +112,4 @@ def esc(x) -> str:
     return html.escape(str(x))
 
 
-__all__ = ["Report", "write_report"]
+__all__ = ["Report", "write_report", "use_file_backend"]

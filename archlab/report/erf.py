@@ -113,8 +113,11 @@ def write_erf_png(erf, path: str, *, decades: float = 3.0, title: Optional[str] 
     """Write :func:`erf_figure` as a PNG (the figure's own pixels, :data:`DPI`) and return its ``(width, height)``."""
     import matplotlib.pyplot as plt
 
+    import matplotlib
+
     fig = erf_figure(erf, decades=decades, title=title)
-    fig.savefig(path, dpi=fig.dpi)
+    with matplotlib.rc_context({"savefig.bbox": None}):  # a user's "tight" would change the size returned
+        fig.savefig(path, dpi=fig.dpi)
     size = fig.canvas.get_width_height()
     plt.close(fig)
     return size
