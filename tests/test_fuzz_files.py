@@ -114,7 +114,7 @@ def _mutate(doc: dict, data) -> tuple[dict | list | Any, str | None]:
     elif kind == "op":
         node["op"] = data.draw(st.sampled_from(OPS))
     elif kind == "in":
-        names = [n.get("name") for n in nodes]
+        names = [n.get("name") for n in nodes if isinstance(n, dict)] or ["x"]  # "replace" may leave non-nodes
         node["in"] = data.draw(st.lists(st.sampled_from(names), max_size=3))
     elif kind == "node":
         action = data.draw(st.sampled_from(["delete", "duplicate", "swap", "replace"]))
