@@ -21,18 +21,25 @@ def evaluator(space: str, budget_json: str):
     """The :class:`~archlab.search.trained.TrainedEvaluator` of ``space`` and a budget (cached per process)."""
     import optuna
 
-    from archlab.search.trained import TrainBudget, TrainedEvaluator
+    from archlab.search.trained import TrainedEvaluator
     from search_spaces import get_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    b = json.loads(budget_json)
-    if b.get("input"):
-        b["input"] = tuple(b["input"])
-    return TrainedEvaluator.start(get_space(space), TrainBudget(**b), single_objective=True)
+    return TrainedEvaluator.start(get_space(space), budget_from_json(budget_json), single_objective=True)
 
 
 def budget_json(budget) -> str:
     return json.dumps(asdict(budget), sort_keys=True)
+
+
+def budget_from_json(text: str, **changes):
+    """The :class:`~archlab.search.trained.TrainBudget` of :func:`budget_json`'s text, with ``changes``."""
+    from archlab.search.trained import TrainBudget
+
+    b = {**json.loads(text), **changes}
+    if b.get("input"):
+        b["input"] = tuple(b["input"])
+    return TrainBudget(**b)
 
 
 def train_candidate(space: str, budget_js: str, params: dict, epochs: int, horizon: float | None = None) -> dict:

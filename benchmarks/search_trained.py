@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _trials import budget_json, default_workers, pool, train_candidate  # noqa: E402
+from _trials import budget_from_json, budget_json, default_workers, pool, train_candidate  # noqa: E402
 
 
 def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str, factor: int) -> dict:
@@ -34,29 +34,25 @@ def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str,
     from optuna.trial import TrialState
 
     from archlab.search.engine import SearchConfig, best_trial, run_search
-    from archlab.search.trained import TrainBudget
 
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    b = json.loads(budget_js)
-    b["pruner"] = pruner
-    if b.get("input"):
-        b["input"] = tuple(b["input"])
+    budget = budget_from_json(budget_js, pruner=pruner)
     t0 = time.perf_counter()
     cfg = SearchConfig(space="seg", sampler=sampler, n_trials=trials, seed=seed, storage=optuna.storages.InMemoryStorage(),
-                       study=f"seg-{sampler}-{pruner}-{seed}", heartbeat_interval=None, training=TrainBudget(**b))
+                       study=f"seg-{sampler}-{pruner}-{seed}", heartbeat_interval=None, training=budget)
     study = run_search(cfg).study
     wall = time.perf_counter() - t0
     ts = study.get_trials(deepcopy=False)
     best = best_trial(study)
-    again = train_candidate("seg", budget_js, dict(best.params), b["epochs"] * factor, 1.0)
+    again = train_candidate("seg", budget_js, dict(best.params), budget.epochs * factor, 1.0)
     return {"sampler": sampler, "pruner": pruner, "seed": seed, "search_wall_s": wall,
             "train_s": sum(t.user_attrs.get("eval_s", 0.0) for t in ts),
             "states": {s.name: sum(t.state == s for t in ts) for s in TrialState},
             "rewards": [t.user_attrs.get("reward") for t in ts],
             "stopped_epochs": [t.user_attrs.get("stopped_epoch") for t in ts],
             "best": {"number": best.number, "reward": best.user_attrs["reward"], "params": dict(best.params),
-                     "long": again["metric"], "long_epochs": b["epochs"] * factor}}
+                     "long": again["metric"], "long_epochs": budget.epochs * factor}}
 
 
 def main() -> None:

@@ -12,15 +12,10 @@ from archlab.cli.study_cmd import STORAGE_HELP as _STORAGE_HELP
 
 def _count(text: str) -> int:
     """``1000000``, ``1e6``, ``5M``, ``600k``, ``2G`` -> int (for --max-*; a finite number)."""
-    t = text.strip().replace("_", "").replace(",", "")
-    mult = {"k": 10**3, "m": 10**6, "g": 10**9}.get(t[-1:].lower(), 1)
-    if mult != 1:
-        t = t[:-1]
+    from archlab.search.constraints import parse_count
+
     try:
-        value = float(t) * mult
-        if not math.isfinite(value):
-            raise ValueError
-        return int(value)
+        return int(parse_count(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a finite count: {text!r} (e.g. 500000, 5e5, 500k, 2M)") from None
 

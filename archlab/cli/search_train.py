@@ -74,7 +74,6 @@ class TrainProgress:
         self.bar = tqdm(total=total, unit="trial", file=stream, dynamic_ncols=True, mininterval=0.2,
                         desc="search")
         self.best = None
-        self.started = time.perf_counter()
 
     def epoch(self, number: int, rec, epochs: int) -> None:
         metric = " ".join(f"{k} {v:.3f}" for k, v in list(rec.val.items())[:1])

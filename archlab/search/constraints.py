@@ -5,6 +5,7 @@ a candidate over budget is rejected before it costs a training run.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -27,6 +28,20 @@ class Metrics:
     macs: int
     memory: int
     rf: str
+
+
+def parse_count(text: str) -> float:
+    """``1000000``, ``1e6``, ``5M``, ``600k``, ``2G`` (``_`` and ``,`` ignored) -> a finite number.
+
+    Raises:
+        ValueError: not such a count.
+    """
+    t = str(text).strip().replace("_", "").replace(",", "")
+    mult = {"k": 10**3, "m": 10**6, "g": 10**9}.get(t[-1:].lower(), 1)
+    value = float(t[:-1] if mult != 1 else t) * mult
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite count: {text!r}")
+    return value
 
 
 def _rf_text(rf) -> str:

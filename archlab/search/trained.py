@@ -95,7 +95,12 @@ def parse_penalty(text: str) -> dict:
     if len(parts) not in (2, 3) or parts[0].lower() not in PENALTY_METRICS:
         raise ArchlabError(f"--penalty {text!r}: write METRIC:TARGET[:W] with METRIC one of "
                            f"{', '.join(PENALTY_METRICS)} (e.g. macs:50M or params:1e6:-0.07)")
-    target = _count(parts[1])
+    from archlab.search.constraints import parse_count
+
+    try:
+        target = parse_count(parts[1])
+    except ValueError:
+        target = None
     if target is None or target <= 0:
         raise ArchlabError(f"--penalty {text!r}: the target {parts[1]!r} must be a positive count (e.g. 50M, 2e6)")
     weight = DEFAULT_PENALTY_WEIGHT
@@ -107,16 +112,6 @@ def parse_penalty(text: str) -> dict:
         if not math.isfinite(weight):
             raise ArchlabError(f"--penalty {text!r}: the weight {parts[2]!r} must be a finite number (e.g. -0.07)")
     return {"metric": parts[0].lower(), "target": target, "weight": weight}
-
-
-def _count(text: str) -> Optional[float]:
-    t = text.replace("_", "").replace(",", "")
-    mult = {"k": 1e3, "m": 1e6, "g": 1e9}.get(t[-1:].lower(), 1)
-    try:
-        v = float(t[:-1] if mult != 1 else t) * mult
-    except ValueError:
-        return None
-    return v if math.isfinite(v) else None
 
 
 def make_pruner(name: str, epochs: int):
@@ -251,10 +246,10 @@ class TrainedEvaluator:
         if data.task != task:
             raise ArchlabError(f"search space '{space.name}' is a {task} space but data {budget.data} is a "
                                f"{data.task} task; pass --data {TASKS[task][0]} or a {task} data set")
-        n = len(data.train)
-        per_epoch = max(1, n // min(budget.batch_size, n))
-        total = budget.steps if budget.steps is not None else budget.epochs * per_epoch
-        return cls(task, budget, data, space_fn, math.ceil(total / per_epoch), single_objective)
+        from archlab.train.trainer import step_plan
+
+        epochs = step_plan(len(data.train), budget.batch_size, budget.epochs, budget.steps)[3]
+        return cls(task, budget, data, space_fn, epochs, single_objective)
 
     def record(self) -> dict[str, Any]:
         """What the study stores (user attr ``training``) and every worker must match."""

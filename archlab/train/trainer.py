@@ -145,6 +145,15 @@ def check_fit(graph, data: TaskData) -> tuple[str, list[str]]:
     return main, aux
 
 
+def step_plan(n: int, batch_size: int, epochs: int, steps: Optional[int]) -> tuple[int, int, int, int]:
+    """``(batch, steps per epoch, total steps, epochs)`` of training on ``n`` images: the last
+    partial batch of an epoch is dropped (batch norm wants full ones); ``steps`` rounds up to epochs."""
+    batch = min(batch_size, n)
+    per_epoch = max(1, n // batch)
+    total = steps if steps is not None else epochs * per_epoch
+    return batch, per_epoch, total, math.ceil(total / per_epoch)
+
+
 def _schedule(total: int, warmup: float) -> Callable[[int], float]:
     """Linear warm-up over ``warmup * total`` steps, then cosine to 0."""
     w = int(round(warmup * total))
@@ -278,10 +287,7 @@ def _train(graph, data, cfg, device, main, aux, callback, progress, deadline) ->
     model = torch.compile(module) if cfg.compile else module
     opt = _optimizer(module, cfg, device)
     n = len(data.train)
-    batch = min(cfg.batch_size, n)
-    per_epoch = max(1, n // batch)  # drop the last partial batch: batch norm wants full ones
-    total = cfg.steps if cfg.steps is not None else cfg.epochs * per_epoch
-    epochs = math.ceil(total / per_epoch)
+    batch, per_epoch, total, epochs = step_plan(n, cfg.batch_size, cfg.epochs, cfg.steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(max(total, int(round(total * cfg.horizon))), cfg.warmup))
     loss_fn = _loss_fn(cfg, data, main, aux)
     normalize = Normalizer(data.mean, data.std, device)
