@@ -20,9 +20,13 @@ class ArchlabError(Exception):
     shortened on construction and line breaks become spaces; build messages
     from :func:`short` and :func:`short_list` so no part of one is unbounded."""
 
+    multiline: bool = False  # the message is a head line and a bounded list, one item per line
+
     def __init__(self, *args) -> None:
         if args and isinstance(args[0], str):
-            args = (cap_message(args[0]), *args[1:])
+            text = args[0]
+            args = ("\n".join(cap_message(line) for line in text.split("\n")) if self.multiline
+                    else cap_message(text), *args[1:])
         super().__init__(*args)
 
 
@@ -75,7 +79,10 @@ class SerializationError(ArchlabError):
 
 
 class ImportTorchError(ArchlabError):
-    """A PyTorch model cannot be imported into the IR (lists the unmapped nodes)."""
+    """A PyTorch model cannot be imported into the IR: a head line, then one line
+    per kind of unsupported node (the importer bounds the list), then what to do."""
+
+    multiline = True
 
 
 class ModelNotFoundError(ArchlabError):

@@ -1,6 +1,7 @@
 """Benchmark: archlab's analyzers against fvcore, `archlab analyze` start-up, and scaling.
 
-Run: ``python benchmarks/analyze_speed.py`` (prints a report; exits 0).
+Run: ``python benchmarks/analyze_speed.py`` (prints a report; exits 0);
+``--import-only`` runs section 4 alone.
 
 1. ``archlab analyze vgg16`` end to end as a subprocess: target <= 1 s wall and
    <= 200 MB peak RSS (and torch is never imported).
@@ -10,6 +11,11 @@ Run: ``python benchmarks/analyze_speed.py`` (prints a report; exits 0).
    receptive fields), with and without building the zoo graph, versus fvcore's
    FlopCountAnalysis (torchvision model build + jit trace + total), measured in
    the same run: target ratio >= 100x.
+4. Import + full analysis of an ``nn.Module`` (``from_torch`` then everything
+   of 3.) for resnet50, efficientnet_b0 and vit_b_16, against fvcore's
+   ``FlopCountAnalysis(...).total()`` and one forward under torch's
+   ``FlopCounterMode`` on the same model object, in the same run: targets
+   archlab <= fvcore and archlab <= 1.5x FlopCounterMode.
 """
 from __future__ import annotations
 
@@ -66,6 +72,8 @@ def synthetic(n_nodes: int):
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--import-only"]:  # section 4 alone
+        return import_speed()
     print("1. `archlab analyze vgg16` end to end (subprocess; measured first, while this process is small,\n   because a child's peak RSS includes the parent image it was forked from)")
     walls = []
     for _ in range(5):
@@ -109,7 +117,51 @@ def main() -> int:
     print(f"   ratio    {t_fv / t_arch:8.1f}x  build + analysis   (target >= 100x)")
     print(f"            {t_fv / t_analysis:8.1f}x  analysis alone")
 
+    return import_speed()
+
+
+def import_speed() -> int:
+    import torch
+
+    import archlab
+    from archlab.analysis import analyze
+
+    torch.set_num_threads(2)
+    print("4. import + full analysis of an nn.Module vs fvcore total() and FlopCounterMode (same model, same run)")
+    print(f"   {'model':16s} {'archlab':>9s} {'fvcore':>9s} {'FlopCounterMode':>16s} {'vs fvcore':>10s} {'vs FCM':>8s}")
+    for name in ("resnet50", "efficientnet_b0", "vit_b_16"):
+        model = torchvision_model(name)
+        t_imp = best_of(lambda: analyze(archlab.from_torch(model, (3, 224, 224))), repeat=3)
+        t_fvc = best_of(lambda: fvcore_total(model), repeat=3)
+        t_fcm = best_of(lambda: flop_counter(model), repeat=3)
+        print(f"   {name:16s} {t_imp * 1e3:7.0f}ms {t_fvc * 1e3:7.0f}ms {t_fcm * 1e3:14.0f}ms "
+              f"{t_imp / t_fvc:9.2f}x {t_imp / t_fcm:7.2f}x   (targets <= 1.00x, <= 1.50x)")
     return 0
+
+
+def torchvision_model(name: str):
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None).eval()
+
+
+def fvcore_total(model) -> None:
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fca = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
+        fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        fca.total()
+
+
+def flop_counter(model) -> None:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False), torch.no_grad():
+        model(torch.zeros(1, 3, 224, 224))
 
 
 if __name__ == "__main__":

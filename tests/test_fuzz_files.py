@@ -7,7 +7,8 @@ case within a time bound.
 
 The seeds are small graphs that between them use every op (a decoder with
 transposed convs, upsampling, unpooling and crops; a classifier with a
-squeeze-and-excitation gate) and zoo models at small sizes, exported with
+squeeze-and-excitation gate; a tiny transformer with the ops on tensors of
+any rank) and zoo models at small sizes, exported with
 :func:`archlab.lang.dump`. The default run tries :data:`DEFAULT_CASES` cases
 from a fixed seed; ``-m slow`` tries :data:`SLOW_CASES` random ones.
 """
@@ -66,8 +67,30 @@ def _classifier() -> str:
     return dump(b.build())
 
 
+def _transformer() -> str:
+    """A tiny vision transformer using the ops on tensors of any rank."""
+    b = GraphBuilder("transformer")
+    x = b.input((3, 16, 16))
+    t = b.permute(b.flatten(b.conv2d(x, 8, 4, stride=4), 2), [0, 2, 1])  # 16 x 8 tokens
+    t = b.concat([b.parameter(t, shape=[1, 8], stored=[8]), t], dim=1)
+    t = b.add(t, b.parameter(t, shape=[17, 8]))
+    a = b.multihead_attention(b.layer_norm(t), 8, 2)
+    t = b.add(t, b.mul(a, b.parameter(a, shape=[1, 8])))
+    q = b.permute(b.reshape(b.linear(t, 8), [17, 2, 4]), [0, 2, 1, 3])
+    s = b.reshape(b.permute(b.sdpa(q, q, q, is_causal=True), [0, 2, 1, 3]), [17, 8])
+    s = b.matmul(b.softmax(b.matmul(s, b.permute(s, [0, 2, 1])), -1), s)
+    h = b.gelu(b.linear(t, 16), approximate="tanh")
+    h = b.softplus(b.elu(b.hardtanh(b.tanh(b.mish(b.leaky_relu(h))))))
+    h = b.linear(h, 8)
+    d = b.div(b.sub(h, s), b.scalar(b.reduce(h, "amax", [2], keepdim=True), "add", 1.0))
+    g = b.group_norm(b.pad(b.stack([d, t], dim=1), [1, 1]), 1)
+    sel = b.select(b.select(b.slice(g, 3, 1, -1), 2, 0), 1, 0)
+    b.output(b.linear(sel, 10))
+    return dump(b.build())
+
+
 def _seeds() -> list[str]:
-    seeds = [_decoder(), _classifier()]
+    seeds = [_decoder(), _classifier(), _transformer()]
     for name, size in [("alexnet", 64), ("segnet", 32), ("unet_same", 16), ("mobilenet_v3_small", 32)]:
         seeds.append(dump(resolve_model(name, input_shape=(3, size, size))))
     return seeds
@@ -89,7 +112,9 @@ VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=
                       max_leaves=8)
 KEYS = st.sampled_from(["name", "op", "in", "shape", "out_channels", "kernel_size", "stride", "padding", "dilation",
                         "groups", "bias", "size", "scale_factor", "mode", "align_corners", "output_size",
-                        "out_features", "offset", "output_padding", "ceil_mode", "eps", "p", "momentum", "zzz"])
+                        "out_features", "offset", "output_padding", "ceil_mode", "eps", "p", "momentum", "dim",
+                        "dims", "pads", "fn", "value", "start", "stop", "index", "normalized_dims", "num_groups",
+                        "num_heads", "is_causal", "scale", "stored", "keepdim", "zzz"])
 
 
 def _mutate(doc: dict, data) -> tuple[dict | list | Any, str | None]:

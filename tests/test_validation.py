@@ -131,11 +131,12 @@ def test_groups_must_divide_channels():
         b.conv2d(x, 8, 3, groups=4, name="dw")
 
 
-def test_linear_needs_flat_input():
+def test_linear_acts_on_the_last_dim_of_any_rank():
+    # As torch.nn.Linear: (..., F) -> (..., out_features); a CxHxW input is (C, H, W) with F = W.
     b = GraphBuilder()
     x = b.input((3, 8, 8))
-    with pytest.raises(ShapeError, match=r"linear 'fc': got input 3x8x8: .*add a flatten"):
-        b.linear(x, 10, name="fc")
+    assert b.linear(x, 10, name="fc").shape == (3, 8, 10)
+    assert b.linear(b.flatten(x), 10, name="fc2").shape == (10,)
 
 
 def test_dangling_node_is_rejected():

@@ -34,8 +34,8 @@ def _rf_columns(rf) -> dict:
     """The ``rf_*`` row keys (see :mod:`archlab.analysis.report` for the schema):
     size, stride and start of the field through the node's spatial paths (unclipped,
     so they rank by field size whether the node is global or not), ``None`` when
-    it has none (after global pooling)."""
-    local = rf.local_size if rf.is_global else rf.size
+    it has none (after global pooling, or a constant such as a ``parameter``)."""
+    local = None if rf.is_constant else rf.local_size if rf.is_global else rf.size
     return {
         "rf_size": None if local is None else _rf_value(local),
         "rf_stride": None if local is None else _rf_value(rf.jump),

@@ -37,14 +37,24 @@ Conventions (all sizes in bytes unless a name says ``elements``):
     live until the last node that reads them (its ``max_unpool2d``), which need
     not keep the pool's values;
   - while a node runs, the inputs it reads and its output are live together;
+  - the temporaries an op's kernel returns or allocates beside its output and
+    frees within the call (:attr:`MemoryRule.scratch`: layer norm's mean and
+    rstd, a broadcast matmul's expanded operand, attention's log-sum-exp), live
+    while the node runs;
+  - a view's storage is its input's, except that a ``reshape``/``flatten`` of a
+    layout it cannot view (after a ``permute``) copies, as PyTorch does: the
+    pass follows the strides of non-contiguous outputs to tell;
   - the partial sums of an ``add`` of 3+ inputs: the compiled module adds
     pairwise from the left (``(a + b) + c``), so from the second addition on a
     partial sum of the output's size is live beside the output; the inputs the
     first addition was the last reader of are freed before it.
 
   Left out: memory a kernel allocates and frees inside one call (oneDNN weight
-  reorders and scratchpads, cuDNN workspaces), parameters and buffers, and the
-  allocator's rounding and caching. ``benchmarks/memory_honesty.py`` measures
+  reorders and scratchpads, cuDNN workspaces), the contiguous copy some kernels
+  make of a non-contiguous input (``linear`` or ``layer_norm`` after a
+  ``permute``), parameters and buffers (a ``parameter`` node's output is a view
+  of its parameter: it allocates nothing), and the allocator's rounding and
+  caching. ``benchmarks/memory_honesty.py`` measures
   both: the graph's tensors to the byte, and the allocator's peak, which is
   higher by those workspaces (see ``docs/analysis.md``).
 * **Training memory** (:mod:`archlab.analysis.train_memory`): the tensors autograd saves for backward in a training
@@ -168,21 +178,47 @@ def _collect_rules(steps) -> tuple[dict[str, MemoryRule], list[str]]:
 
 
 def _bases(steps, rules: dict[str, MemoryRule], *, training: bool) -> dict[str, str]:
-    """node -> the node that allocated the storage its output lives in."""
+    """node -> the node that allocated the storage its output lives in.
+
+    A view (:attr:`MemoryRule.alias`) shares its input's storage unless the op
+    cannot view the input's layout (:meth:`~archlab.ops.base.Op.view_strides`:
+    a ``reshape`` of a permuted tensor copies); so the layouts of non-contiguous
+    outputs are followed (permutes, slices, and element-wise ops that keep a
+    permuted layout), row-major ones implied."""
+    from archlab.ops.dims import dense_in_order, dense_strides, permuted_order
+
     base: dict[str, str] = {}
+    strides: dict[str, tuple[int, ...]] = {}  # node -> strides of an output that is not row-major
     for s in steps:
         name = s.name
         r = rules[name]
         if r.alias is not None and (r.train_alias or not training):
-            base[name] = base[s.inputs[r.alias]]
-        else:
-            base[name] = name
+            src = s.inputs[r.alias]
+            st = strides.get(src)
+            if st is None and s.shape == s.in_shapes[r.alias]:
+                base[name] = base[src]  # identity, dropout, a no-op reshape: same layout
+                continue
+            dense = dense_strides(s.shape)
+            view = s.op.view_strides(s.node, s.in_shapes, s.shape, st or dense_strides(s.in_shapes[r.alias]))
+            if view is not None:
+                base[name] = base[src]
+                if view != dense:
+                    strides[name] = view
+                continue
+            base[name] = name  # a copy, row-major
+            continue
+        base[name] = name
+        if r.layout == "like_input" and s.inputs and s.inputs[0] in strides and s.in_shapes[0] == s.shape:
+            st = dense_in_order(s.shape, permuted_order(s.shape, strides[s.inputs[0]]))
+            if st != dense_strides(s.shape):
+                strides[name] = st
     return base
 
 
 def _dtype_bytes(dtype: str, itemsize: int) -> int:
-    """Bytes per element of a tensor of ``dtype`` (``"activation"``: ``itemsize``)."""
-    return itemsize if dtype == "activation" else DTYPE_BYTES[dtype]
+    """Bytes per element of a tensor of ``dtype`` (``"activation"``: ``itemsize``;
+    ``"param"``, at inference, where a model runs in one dtype: ``itemsize`` too)."""
+    return itemsize if dtype in ("activation", "param") else DTYPE_BYTES[dtype]
 
 
 _PAIRWISE_FOLD = frozenset({"add"})
@@ -246,9 +282,14 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     alloc: list[int] = []  # bytes allocated by each step (output and side outputs)
     last: dict = {}
     total_el = 0
+    scratch: dict[int, int] = {}  # step -> bytes of temporaries live while it runs
     for step, (_, name, op, inputs, _, _, reads, size, _) in enumerate(steps):
         out_el[name] = size
-        if base[name] == name:
+        rule = rules[name]
+        if rule.scratch:
+            scratch[step] = sum(_dtype_bytes(x.dtype, itemsize) * x.elements * (batch if x.per_sample else 1)
+                                for x in rule.scratch)
+        if base[name] == name and rule.allocates:
             out_b[name] = nbytes = per_el * size
             last[name] = step
             total_el += size
@@ -280,13 +321,13 @@ def activation_memory(graph: Graph, *, batch: int = 1, dtype: object = "float32"
     transient = _pairwise_partials(steps, base, last, per_el)
     freed = [0] * (end + 1)  # bytes freed after each step
     for key, step in last.items():
-        freed[step] += out_b[key] if type(key) is str else side_b[key]
+        freed[step] += out_b.get(key, 0) if type(key) is str else side_b[key]
 
     live, live_at, peak, peak_node = 0, {}, -1, ""
     for step, s in enumerate(steps):
         name = s.name
         live += alloc[step]
-        live_at[name] = at = live + transient.get(step, 0)
+        live_at[name] = at = live + transient.get(step, 0) + scratch.get(step, 0)
         if at > peak:
             peak, peak_node = at, name
         live -= freed[step]

@@ -31,6 +31,16 @@ covers, usually the whole image (``is_global``). Only inputs an op reads for
 their values (:meth:`~archlab.ops.base.Op.reads`) are paths: the size reference
 of ``upsample``/``crop2d`` and the indices ``max_unpool2d`` reads are not.
 
+Tensors of any rank: the spatial axes of a rank >= 3 tensor are its *last two*
+IR axes (``C x H x W``, ``g x C/g x H x W`` in a channel shuffle); an op's rule
+says :data:`POINTWISE` when it does not mix them (element-wise ops; softmax,
+reductions and permutes over other axes), a :class:`Window` per spatial axis,
+or :data:`GLOBAL`. A tensor of rank < 3 (a flat vector, ``L x E`` tokens) has no
+spatial layout: its units' fields are global, whatever the rule. A node none of
+whose value paths reaches the input (a ``parameter``: a class token, a
+position embedding) is a *constant* (``is_constant``): it depends on no input
+pixel, and merges ignore it (``x + pos_embedding`` keeps ``x``'s field).
+
 Resampling (upsampling, transposed convolution, unpooling, adaptive pooling into
 uneven bins) has fractional strides: output ``o`` reads a step function of ``o``
 that a regular grid follows on average only. Its rule is the regular window
@@ -114,6 +124,8 @@ class RF:
             unit's field may lie from :meth:`box`: 0 unless resampling upstream
             (upsampling, transposed conv, unpooling, uneven adaptive bins) makes
             the output grid regular only on average.
+        is_constant: the node depends on no input pixel (a ``parameter`` and ops
+            on it alone): ``size`` is 0 and :meth:`box` is empty.
     """
 
     size: Pair
@@ -127,6 +139,7 @@ class RF:
     input_size: tuple[int, int] = (0, 0)
     out_size: Optional[tuple[int, int]] = None
     slack: Pair = (0, 0)
+    is_constant: bool = False
 
     @property
     def coverage(self) -> float:
@@ -134,7 +147,7 @@ class RF:
         unit ``((H-1)//2, (W-1)//2)``, clipped to the image (1.0 when global)."""
         if self.is_global:
             return 1.0
-        if self.out_size is None:
+        if self.out_size is None or self.is_constant:
             return 0.0
         (t, b), (l, r) = self.pixel_box((self.out_size[0] - 1) // 2, (self.out_size[1] - 1) // 2)
         return max(0, b - t + 1) * max(0, r - l + 1) / (self.input_size[0] * self.input_size[1])
@@ -171,6 +184,8 @@ class RF:
         return tuple(out)  # type: ignore[return-value]
 
     def __str__(self) -> str:
+        if self.is_constant:
+            return "constant"
         if self.is_global:
             text = "global"
             if self.local_size is not None:
@@ -189,6 +204,7 @@ class RF:
             "size": f(self.size), "jump": f(self.jump), "start": f(self.start), "is_global": self.is_global,
             "aligned": self.aligned, "misaligned_at": list(self.misaligned_at), "max_input": self.max_input,
             "local_size": f(self.local_size), "coverage": self.coverage, "slack": f(self.slack),
+            "is_constant": self.is_constant,
         }
 
 
@@ -261,12 +277,13 @@ def _bounded(node: Node, loc: _Local) -> _Local:
 
 
 def _is_broadcast(in_shape: tuple, out_shape: tuple, rule) -> bool:
-    """A ``Cx1x1`` input spread over a larger ``CxHxW`` output by an element-wise
-    op (a ``mul`` gate). Only a pointwise rule broadcasts: an op with its own
-    window (upsampling, transposed conv, unpooling, adaptive pooling to more than
-    one bin) says through that window which inputs each output reads, a 1x1 map
-    included."""
-    return (len(in_shape) == 3 and len(out_shape) == 3 and in_shape[1:] == (1, 1) and out_shape[1:] != (1, 1)
+    """An input spread over a larger output along a spatial axis by an
+    element-wise op (a ``Cx1x1`` ``mul`` gate over ``CxHxW``). Only a pointwise
+    rule broadcasts: an op with its own window (upsampling, transposed conv,
+    unpooling, adaptive pooling to more than one bin) says through that window
+    which inputs each output reads, a 1x1 map included."""
+    return (len(in_shape) >= 3 and len(out_shape) >= 3
+            and any(i == 1 and o != 1 for i, o in zip(in_shape[-2:], out_shape[-2:]))
             and (rule is POINTWISE or rule == POINTWISE))
 
 
@@ -328,19 +345,20 @@ def _merge(node: Node, cands: list[tuple[str, RF, Optional[_Local], bool]], inpu
 _new_rf = object.__new__
 
 
-def _rf(size, jump, start, is_global, misaligned, max_input, local_size, input_size, out_size, slack) -> RF:
+def _rf(size, jump, start, is_global, misaligned, max_input, local_size, input_size, out_size, slack,
+        is_constant=False) -> RF:
     # RF(...) without the frozen dataclass's per-field object.__setattr__ (this
     # pass creates one per node); same fields, same values, still frozen after.
     rf = _new_rf(RF)
     rf.__dict__.update(size=size, jump=jump, start=start, is_global=is_global, aligned=not misaligned,
                        misaligned_at=misaligned, max_input=max_input, local_size=local_size,
-                       input_size=input_size, out_size=out_size, slack=slack)
+                       input_size=input_size, out_size=out_size, slack=slack, is_constant=is_constant)
     return rf
 
 
 def _make(out: tuple, local: Optional[_Local], is_global: bool, misaligned: tuple[str, ...], max_input,
           input_size) -> RF:
-    out_size = (out[1], out[2]) if len(out) == 3 else None
+    out_size = (out[-2], out[-1]) if len(out) >= 3 else None
     if is_global:
         h, w = input_size
         if local is None:
@@ -357,7 +375,8 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
     it to ``node.meta["rf"]``.
 
     Args:
-        graph: a graph with a single ``CxHxW`` input; shapes are inferred if missing.
+        graph: a graph with a single ``CxHxW`` input; shapes are inferred if
+            missing. Other nodes may have any rank (see the module docstring).
 
     Returns:
         Node name -> :class:`RF` (the input node has size 1, jump 1, start 0).
@@ -386,6 +405,7 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
         except NotImplementedError:
             return None
 
+    constant: set[str] = set()  # nodes that depend on no input pixel (parameters and ops on them alone)
     for (node, name, op, inputs, in_shapes, shape, reads, _, _), rule in zip(steps, per_sig(steps, window_rule)):
         if not inputs and op.name == "input":
             loc = locals_[name] = _Local((1, 1), (1, 1), (0, 0))
@@ -393,14 +413,16 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
             continue
         if rule is None:
             raise ArchlabError(f"{op.name} '{name}': op {op.name} has no receptive-field rule (Op.rf)")
-        if len(inputs) == 1 and reads[0] == "value" and rule != GLOBAL:
+        if len(shape) < 3:
+            rule = GLOBAL  # no spatial layout: every unit's field is global
+        if len(inputs) == 1 and reads[0] == "value" and rule != GLOBAL and inputs[0] not in constant:
             src_name, src_shape = inputs[0], in_shapes[0]
             loc = locals_[src_name]
-            if loc is not None and len(src_shape) == 3 and not _is_broadcast(src_shape, shape, rule):
+            if loc is not None and len(src_shape) >= 3 and not _is_broadcast(src_shape, shape, rule):
                 # Fast path (most nodes): one spatial, non-broadcast input; what _merge does with one candidate.
                 src = fields[src_name]
                 if rule is POINTWISE or rule == POINTWISE:
-                    if src.max_input is None and src_shape[1:] == shape[1:]:
+                    if src.max_input is None and src_shape[-2:] == shape[-2:]:
                         # same grid, same field: share the input's (immutable) RF
                         fields[name] = node.meta["rf"] = src
                         locals_[name] = loc
@@ -411,8 +433,16 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
                 fields[name] = node.meta["rf"] = _make(shape, loc, src.is_global, src.misaligned_at, None,
                                                        input_size)
                 continue
-        # Inputs that only give a size or positions (upsample's "like", unpooling's indices) are not paths.
-        paths = [(i, s) for i, s, what in zip(inputs, in_shapes, reads) if what == "value"]
+        # Inputs that only give a size or positions (upsample's "like", unpooling's indices) are not paths,
+        # nor are constants.
+        paths = [(i, s) for i, s, what in zip(inputs, in_shapes, reads) if what == "value" and i not in constant]
+        if not paths:
+            constant.add(name)
+            locals_[name] = None
+            out_size = (shape[-2], shape[-1]) if len(shape) >= 3 else None
+            fields[name] = node.meta["rf"] = _rf((0, 0), (1, 1), (0, 0), False, (), None, None, input_size, out_size,
+                                                 (0, 0), True)
+            continue
         if rule == GLOBAL:
             rf = _make(shape, None, True, tuple(sorted({m for i, _ in paths for m in fields[i].misaligned_at})),
                        None, input_size)
@@ -420,7 +450,7 @@ def receptive_fields(graph: Graph) -> dict[str, RF]:
             cands = []
             for i, in_shape in paths:
                 loc = locals_[i]
-                if loc is not None and len(in_shape) == 3:
+                if loc is not None and len(in_shape) >= 3:
                     loc = _bounded(node, loc.through(rule))
                 else:
                     loc = None  # no spatial layout left (flat, or global without positions)

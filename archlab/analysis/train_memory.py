@@ -109,12 +109,15 @@ def training_memory(
         if not grad:
             continue  # no autograd node: nothing is saved
         for i in r.saved_inputs:
-            if not r.cross_saved or any(g for j, g in enumerate(grads_in) if j != i):
+            cross = r.cross_saved and (r.cross_inputs is None or i in r.cross_inputs)
+            if not cross or any(g for j, g in enumerate(grads_in) if j != i):
                 b = base[inputs[i]]
-                act_saved[b] = per_el * size[b]
+                if rules[b].allocates:  # a parameter's view costs nothing
+                    act_saved[b] = per_el * size[b]
         if r.saved_output:
             b = base[name]
-            act_saved[b] = per_el * size[b]
+            if rules[b].allocates:
+                act_saved[b] = per_el * size[b]
         if r.saved_extra:
             e = extras_of.get(id(r))
             if e is None:

@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exception(e)
             if getattr(e, "details", None):  # what the one line leaves out (every unsupported node, ...)
                 print(e.details, file=sys.stderr)
-        print(f"archlab: error: {_one_line(str(e), full)}", file=sys.stderr)
+        # One line; a multiline error (an import's unsupported ops) adds a bounded list, one item per line.
+        head, *rest = str(e).split("\n")
+        print("\n".join([f"archlab: error: {_one_line(head, full)}",
+                         *[("  " if line.startswith("  ") else "") + _one_line(line, full) for line in rest]]),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("archlab: interrupted", file=sys.stderr)

@@ -22,10 +22,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph.node import Node
 
 
-def fmt_value(v: Any) -> str:
+def fmt_value(v: Any, pair: bool = True) -> str:
     """An attribute value as written in a node line (ints beyond 18 digits as
-    ``~1.0e400``: :func:`~archlab.errors.short_int`)."""
-    if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+    ``~1.0e400``: :func:`~archlab.errors.short_int`); a square ``pair`` as one
+    number."""
+    if pair and isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
         return fmt_value(v[0])
     if isinstance(v, tuple):
         return "(" + ", ".join(fmt_value(x) for x in v) + ")"
@@ -37,11 +38,13 @@ def fmt_value(v: Any) -> str:
 def fmt_attrs(node: Node, *, all_attrs: bool = False) -> str:
     """``out_channels=64, kernel_size=3`` (non-default attributes only)."""
     try:
-        defaults = get_op(node.op).defaults()
+        op = get_op(node.op)
+        defaults = op.defaults()
+        pairs = {a.name for a in op.attrs if a.kind == "pair"}
     except Exception:  # unknown op: print everything
-        defaults = {}
+        defaults, pairs = {}, None
     items = [
-        f"{k}={fmt_value(v)}"
+        f"{k}={fmt_value(v, pairs is None or k in pairs)}"
         for k, v in node.attrs.items()
         if all_attrs or k not in defaults or defaults[k] != v
     ]

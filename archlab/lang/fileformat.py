@@ -31,9 +31,11 @@ FORMAT = "archlab/1"
 _RESERVED = ("name", "op", "in")
 
 
-def _plain(v: Any) -> Any:
+def _plain(v: Any, pair: bool = False) -> Any:
+    """``v`` as written: tuples as lists, a square ``pair`` attribute as one number
+    (a list of ints, ``reshape``'s ``[4, 4]``, stays a list)."""
     if isinstance(v, tuple):
-        if len(v) == 2 and v[0] == v[1]:
+        if pair and len(v) == 2 and v[0] == v[1]:
             return v[0]
         return [_plain(x) for x in v]
     return v
@@ -144,6 +146,17 @@ def _defaults(op_name: str) -> dict[str, Any]:
     return hit[1]
 
 
+_PAIRS: dict[str, tuple[Any, frozenset[str]]] = {}  # op name -> (op definition, its "pair" attributes)
+
+
+def _pairs(op_name: str) -> frozenset[str]:
+    op = get_op(op_name)
+    hit = _PAIRS.get(op_name)
+    if hit is None or hit[0] is not op:
+        hit = _PAIRS[op_name] = (op, frozenset(a.name for a in op.attrs if a.kind == "pair"))
+    return hit[1]
+
+
 def _item(n, defaults: dict[str, Any]) -> dict[str, Any]:
     """A node as its line's mapping: attributes equal to their defaults left out."""
     item: dict[str, Any] = {"name": n.name, "op": n.op}
@@ -152,7 +165,7 @@ def _item(n, defaults: dict[str, Any]) -> dict[str, Any]:
     for k, v in n.attrs.items():
         if k in defaults and defaults[k] == v:
             continue
-        item[k] = _plain(v)
+        item[k] = _plain(v, k in _pairs(n.op))
     return item
 
 
@@ -174,7 +187,7 @@ def _node_line(n, defaults: dict[str, Any]) -> str:
         elif t is str:
             parts.append(f"{k}: {_text(v)}")
         else:
-            v = _plain(v)
+            v = _plain(v, k in _pairs(n.op))
             keep.append(v)
             parts.append(f"{k}: {_emit_part(v, seen)}")
     return "- {" + ", ".join(parts) + "}"

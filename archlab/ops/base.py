@@ -27,7 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph.node import Node
 
 Shape = tuple[int, ...]
-"""An activation shape without the batch dimension: ``(C, H, W)`` or ``(F,)``."""
+"""An activation shape without the batch dimension, of any rank: ``(C, H, W)``,
+``(F,)``, ``(L, E)`` tokens. The batch is always torch dim 0 and no op touches it;
+attributes that name dimensions use the torch dims of the batched tensor (see
+:mod:`archlab.ops.dims`)."""
 
 OpName = str
 
@@ -161,6 +164,21 @@ class Op:
         backward, buffers. Every op must define it: an op without a rule is
         reported by the memory analysis, never counted as 0."""
         raise NotImplementedError
+
+    def view_strides(self, node: Node, shapes: Sequence[Shape], out: Shape,
+                     strides: tuple[int, ...]) -> tuple[int, ...] | None:
+        """For an op whose :meth:`memory` rule sets ``alias``: the strides (in
+        elements, batch excluded) of the output view, given the strides of the
+        aliased input, or ``None`` when the op must copy (``reshape`` of a
+        permuted tensor), so that it allocates a dense output after all. Called
+        by the memory pass per node (strides depend on the ops upstream). By
+        default a view of the same rank keeps its input's strides (identity,
+        dropout, ``crop2d``'s slicing), and any other is taken as dense."""
+        if len(out) == len(strides):
+            return tuple(strides)
+        from archlab.ops.dims import dense_strides
+
+        return dense_strides(out)
 
     def emit(self, ctx, node: Node, args: list, shapes: Sequence[Shape]):
         """Add ``node`` to the fx graph being compiled and return the fx value.

@@ -88,25 +88,35 @@ class Conv2d(Op):
 
 @register_op
 class Linear(Op):
-    """``torch.nn.Linear`` on a flat feature vector."""
+    """``torch.nn.Linear`` on the last dim: ``(..., F) -> (..., out_features)``,
+    any rank (a flat ``(F,)`` vector after a flatten, ``(L, E)`` tokens).
+
+    Rules:
+        * params: ``F * out_features`` (+ ``out_features`` with bias).
+        * MACs: output elements x ``F`` in every convention (FlopCounterMode and
+          fvcore agree); ``full`` adds one per output element for the bias.
+        * receptive field: :data:`GLOBAL` (it mixes the last axis, which is
+          spatial for a rank >= 3 tensor; a flat vector has no layout).
+        * memory: autograd saves the input (a view of it, folded to 2-D) and the
+          weight (a parameter). A non-contiguous input of rank >= 2 is copied
+          first; that copy is not modelled.
+    """
 
     name = "linear"
-    doc = "fully connected layer on a flat (F,) input"
+    doc = "fully connected layer on the last dim: (..., F) -> (..., out_features)"
     attrs = (Attr("out_features", "int", positive=True), Attr("bias", "bool", True))
 
     def infer_shape(self, node, shapes):
         (shape,) = shapes
-        if len(shape) != 1:
-            raise self.shape_error(ShapeError, node, shapes, "linear needs a flat (F,) input", fix="add a flatten before it")
-        return (node.attrs["out_features"],)
+        return (*shape[:-1], node.attrs["out_features"])
 
     def params(self, node, shapes):
-        n = shapes[0][0] * node.attrs["out_features"]
+        n = shapes[0][-1] * node.attrs["out_features"]
         return n + (node.attrs["out_features"] if node.attrs["bias"] else 0)
 
     def macs(self, node, shapes, out, convention):
-        n = shapes[0][0] * out[0]
-        return n + (out[0] if convention == "full" and node.attrs["bias"] else 0)
+        n = numel(out) * shapes[0][-1]
+        return n + (numel(out) if convention == "full" and node.attrs["bias"] else 0)
 
     def rf(self, node, shapes, out):
         return GLOBAL
@@ -118,5 +128,5 @@ class Linear(Op):
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn
 
-        mod = nn.Linear(shapes[0][0], node.attrs["out_features"], bias=node.attrs["bias"])
+        mod = nn.Linear(shapes[0][-1], node.attrs["out_features"], bias=node.attrs["bias"])
         return ctx.call_module(node, mod, args)

@@ -1,8 +1,8 @@
 """Normalisation ops."""
 from __future__ import annotations
 
-from archlab.errors import ShapeError
-from archlab.ops.base import POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
+from archlab.errors import ChannelMismatchError, ShapeError
+from archlab.ops.base import GLOBAL, POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
 
 
 @register_op
@@ -57,3 +57,127 @@ class BatchNorm2d(Op):
             track_running_stats=a["track_running_stats"],
         )
         return ctx.call_module(node, mod, args)
+
+
+def _norm_stats(n: int, affine: bool) -> tuple[Saved, Saved]:
+    """The per-row mean and inverse std a layer/group norm kernel returns and
+    autograd saves: in the parameters' dtype when the norm is affine (PyTorch's
+    CPU kernels compute them in the parameters' type), else the input's."""
+    dtype = "param" if affine else "activation"
+    return Saved("mean", n, dtype=dtype), Saved("rstd", n, dtype=dtype)
+
+
+@register_op
+class LayerNorm(Op):
+    """``torch.nn.LayerNorm`` over the last ``normalized_dims`` dims
+    (``normalized_shape = shape[-normalized_dims:]``): ViT and ConvNeXt.
+
+    Rules:
+        * params: ``prod(normalized_shape)`` each for weight and bias (when
+          ``elementwise_affine``; bias only with ``bias``).
+        * MACs: torchvision 0; fvcore 5 per element with affine parameters, 4
+          without (fvcore's ``norm`` handler: measured 960 for 192 elements);
+          full: the fvcore figure.
+        * receptive field: its statistics mix the normalised dims; as the last
+          axis is always one of them, :data:`GLOBAL` for a rank >= 3 tensor
+          (whose last two axes are spatial), pointwise below.
+        * memory: autograd saves the input, mean and rstd (one each per
+          normalised row); the kernel returns mean and rstd beside the output
+          (scratch at inference).
+    """
+
+    name = "layer_norm"
+    doc = "layer normalisation over the last normalized_dims dims (transformers, ConvNeXt)"
+    attrs = (
+        Attr("normalized_dims", "int", 1, positive=True),
+        Attr("eps", "float", 1e-5),
+        Attr("elementwise_affine", "bool", True),
+        Attr("bias", "bool", True),
+    )
+
+    def infer_shape(self, node, shapes):
+        (shape,) = shapes
+        k = node.attrs["normalized_dims"]
+        if k > len(shape):
+            raise self.shape_error(ShapeError, node, shapes, f"normalized_dims={k} exceeds the sample's rank {len(shape)}",
+                                   fix="normalize over at most every non-batch dim")
+        return shape
+
+    def _normalized(self, node, shapes):
+        return shapes[0][len(shapes[0]) - node.attrs["normalized_dims"]:]
+
+    def params(self, node, shapes):
+        a = node.attrs
+        if not a["elementwise_affine"]:
+            return 0
+        return numel(self._normalized(node, shapes)) * (2 if a["bias"] else 1)
+
+    def macs(self, node, shapes, out, convention):
+        if convention == "torchvision":
+            return 0
+        return numel(out) * (5 if node.attrs["elementwise_affine"] else 4)
+
+    def rf(self, node, shapes, out):
+        return GLOBAL if len(out) >= 3 else POINTWISE
+
+    def memory(self, node, shapes, out):
+        rows = numel(out) // numel(self._normalized(node, shapes))
+        stats = _norm_stats(rows, node.attrs["elementwise_affine"])
+        return MemoryRule(saved_inputs=(0,), saved_extra=stats, scratch=stats, table_row=False)
+
+    def emit(self, ctx, node, args, shapes):
+        import torch.nn as nn
+
+        a = node.attrs
+        mod = nn.LayerNorm(self._normalized(node, shapes), eps=a["eps"], elementwise_affine=a["elementwise_affine"],
+                           bias=a["bias"])
+        return ctx.call_module(node, mod, args)
+
+
+@register_op
+class GroupNorm(Op):
+    """``torch.nn.GroupNorm``: channels (torch dim 1) in ``num_groups`` groups,
+    each normalised over its channels and every later dim.
+
+    Rules:
+        * params: 2C with ``affine``.
+        * MACs: as :class:`LayerNorm` (fvcore's ``norm`` handler: 5 per element
+          with affine, 4 without; torchvision 0).
+        * receptive field: a group's statistics read every position, so
+          :data:`GLOBAL` for a rank >= 3 tensor, pointwise below.
+        * memory: autograd saves the input and a mean and rstd per group;
+          the kernel returns those beside the output.
+    """
+
+    name = "group_norm"
+    doc = "group normalisation (channels in num_groups groups)"
+    attrs = (Attr("num_groups", "int", positive=True), Attr("eps", "float", 1e-5), Attr("affine", "bool", True))
+
+    def infer_shape(self, node, shapes):
+        (shape,) = shapes
+        g = node.attrs["num_groups"]
+        if shape[0] % g:
+            raise self.shape_error(ChannelMismatchError, node, shapes,
+                                   f"num_groups={g} must divide the {shape[0]} channels (torch dim 1)")
+        return shape
+
+    def params(self, node, shapes):
+        return 2 * shapes[0][0] if node.attrs["affine"] else 0
+
+    def macs(self, node, shapes, out, convention):
+        if convention == "torchvision":
+            return 0
+        return numel(out) * (5 if node.attrs["affine"] else 4)
+
+    def rf(self, node, shapes, out):
+        return GLOBAL if len(out) >= 3 else POINTWISE
+
+    def memory(self, node, shapes, out):
+        stats = _norm_stats(node.attrs["num_groups"], node.attrs["affine"])
+        return MemoryRule(saved_inputs=(0,), saved_extra=stats, scratch=stats, table_row=False)
+
+    def emit(self, ctx, node, args, shapes):
+        import torch.nn as nn
+
+        a = node.attrs
+        return ctx.call_module(node, nn.GroupNorm(a["num_groups"], shapes[0][0], eps=a["eps"], affine=a["affine"]), args)

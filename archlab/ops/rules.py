@@ -14,16 +14,22 @@ CONVENTIONS = ("torchvision", "fvcore", "full")
 """FLOP/MAC counting conventions (all figures are multiply-accumulates, MACs):
 
 * ``torchvision``: convolutions and matrix products only (conv: out elements x
-  in_channels/groups x kh x kw; linear: in x out); bias, norms, activations,
-  pooling and element-wise ops count 0. Reproduces torchvision's ``_ops``
-  metadata and ``torch.utils.flop_counter.FlopCounterMode`` / 2.
-* ``fvcore``: what ``fvcore.nn.FlopCountAnalysis`` counts: the above, plus batch
-  norm (eval: 1 per element, 2 if affine), adaptive average pooling (1 per input
-  element), nearest/bilinear upsampling (1/4 per output element); everything
-  else (ReLU, add, mul, pooling, concat, ...) 0.
+  in_channels/groups x kh x kw; linear: out elements x in_features; matmul: out
+  elements x K; attention: L*S*E + L*S*Ev per head, as FlopCounterMode reports
+  ``scaled_dot_product_attention`` on the meta device); bias, norms,
+  activations, pooling and element-wise ops count 0. Reproduces torchvision's
+  ``_ops`` metadata and ``torch.utils.flop_counter.FlopCounterMode`` / 2.
+* ``fvcore``: what ``fvcore.nn.FlopCountAnalysis`` counts: convolutions, linear
+  and matmul as above, plus batch norm (eval: 1 per element, 2 if affine),
+  layer and group norm (5 per element with affine parameters, 4 without),
+  adaptive average pooling (1 per input element), nearest/bilinear upsampling
+  (1/4 per output element); everything else (ReLU, GELU, add, mul, softmax,
+  reductions, pad, attention, pooling, concat, ...) 0.
 * ``full``: every op: the above with bias adds, batch norm as 2 per element
-  (affine) or 1, one op per element for activations, add (per extra input) and
-  mul, and one per window element for pooling.
+  (affine) or 1, one op per element for activations, scalar and element-wise
+  ops (add per extra input), one per input element for reductions, three per
+  element for softmax, one per window element for pooling; each op's
+  docstring states its figure.
 """
 
 Count = int
@@ -151,11 +157,26 @@ class MemoryRule:
         saved_output: whether autograd saves the output (ReLU, sigmoid).
         cross_saved: input ``i`` in ``saved_inputs`` is saved only when another
             input requires grad (``mul``: d(a*b)/da needs ``b``).
+        cross_inputs: with ``cross_saved``, the inputs this applies to (``None``:
+            all of ``saved_inputs``); ``div`` saves ``b`` always and ``a`` only
+            when ``b`` requires grad.
         saved_extra: tensors saved besides inputs and output.
         buffer_bytes: bytes of the node's buffers (running statistics, counters).
         side_outputs: tensors the node allocates besides its output (a max pool's
             argmax indices); at inference each stays live until the last node that
             reads it (:attr:`Op.input_reads`) has run, and dies at once if none does.
+        scratch: temporaries the emitted function allocates and frees within
+            the call (a broadcast matmul's expanded operand, layer norm's mean and
+            rstd): live beside the inputs and the output while the node runs at
+            inference (:class:`Saved` gives each one's size and dtype).
+        allocates: ``False`` when the output lives in storage the activation
+            count leaves out: ``parameter`` returns a view of its own parameter,
+            so it allocates nothing and saving it for backward costs nothing.
+        layout: how an allocated output is laid out, for the views that follow
+            (a ``reshape`` of a non-contiguous tensor copies): ``"dense"``
+            (row-major), ``"like_input"`` (element-wise kernels: dense in the
+            dimension order of input 0's strides). Views compute their strides
+            with :meth:`~archlab.ops.base.Op.view_strides`.
         table_row: whether a per-layer table in the CS231n style lists the node:
             layers, pooling, merges and the input do; element-wise activations
             (folded into the layer before them, as in-place ReLU), views, no-ops
@@ -175,6 +196,10 @@ class MemoryRule:
     buffer_bytes: int = 0
     table_row: bool = True
     side_outputs: tuple[SideOutput, ...] = ()
+    cross_inputs: tuple[int, ...] | None = None
+    scratch: tuple[Saved, ...] = ()
+    allocates: bool = True
+    layout: str = "dense"
 
 
 def numel(shape: Shape) -> int:

@@ -38,12 +38,20 @@ class EmitContext:
         self.graph = graph
         self.modules: dict[str, torch.nn.Module] = {}
         self.side: dict[str, Any] = {}  # extra fx values an op leaves for its consumers (max-pool indices)
+        self.params: dict[str, tuple[int, ...]] = {}  # dotted name -> shape of a free-standing parameter
         self._node: Node | None = None
 
     def call_module(self, node: Node, module: torch.nn.Module, args: list, kwargs: dict | None = None):
         """Register ``module`` at ``node.name`` and call it."""
         self.modules[node.name] = module
         return self.fx_graph.create_node("call_module", node.name, tuple(args), kwargs or {}, name=fx_name(node.name))
+
+    def parameter(self, node: Node, shape: tuple[int, ...]):
+        """Register a free-standing ``nn.Parameter`` of ``shape`` at ``node.name``
+        (its ``state_dict`` key is the node's name: ``encoder.pos_embedding``) and
+        return the fx value reading it."""
+        self.params[node.name] = tuple(shape)
+        return self.fx_graph.create_node("get_attr", node.name, (), {}, name=fx_name(node.name) + "_param")
 
     def call_function(self, fn, args: list, kwargs: dict | None = None):
         """Call a free function; the first call of a node is named after it."""
@@ -126,10 +134,16 @@ def to_module(
     outs = {k: values[v] for k, v in graph.outputs.items()}
     fx_graph.output(next(iter(outs.values())) if len(outs) == 1 else outs)
 
-    _check_module_names(graph, list(ctx.modules))
+    _check_module_names(graph, [*ctx.modules, *ctx.params])
     root = torch.nn.Module()
     for name, mod in ctx.modules.items():
         _assign(root, name, mod)
+    for name, shape in ctx.params.items():
+        *parents, leaf = name.split(".")
+        data = torch.empty(shape)
+        if not skip_init:
+            torch.nn.init.trunc_normal_(data, std=0.02)  # as ViT's position embeddings and class token
+        _assign(root, ".".join(parents), None, param=(leaf, torch.nn.Parameter(data)))
     gm = torch.fx.GraphModule(root, fx_graph, class_name=fx_name(graph.name))
     gm.eval()
     if skip_init:
@@ -139,16 +153,22 @@ def to_module(
     return gm
 
 
-def _assign(root, dotted: str, module) -> None:
+def _assign(root, dotted: str, module, *, param=None) -> None:
+    """Add ``module`` at ``dotted`` (or, with ``param=(name, tensor)``, that
+    parameter to the module at ``dotted``), creating empty parent modules."""
     import torch
 
-    *parents, leaf = dotted.split(".")
+    parts = dotted.split(".") if dotted else []
+    *parents, leaf = parts if module is not None else (*parts, None)
     cur = root
     for p in parents:
         if not hasattr(cur, p):
             cur.add_module(p, torch.nn.Module())
         cur = getattr(cur, p)
-    cur.add_module(leaf, module)
+    if param is not None:
+        cur.register_parameter(*param)
+    else:
+        cur.add_module(leaf, module)
 
 
 def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, graph_name: str = "graph",

@@ -1,45 +1,56 @@
 """The one error an import raises: every problem, bounded to one short message.
 
 :func:`import_error` turns the importer's list of problems into an
-:class:`ImportTorchError` whose message stays under ``MAX_ERROR`` characters
-whatever the model (a count by kind with example nodes, then as many per-node
-reasons as fit); ``err.nodes`` lists every failing node and ``err.details``
-every node's reason.
+:class:`ImportTorchError` whose message names each distinct unsupported kind of
+node once, on its own line, with its count, the first module path where it
+appears and that node's reason, then says what to do; it stays under
+``MAX_ERROR`` characters whatever the model. ``err.nodes`` lists every failing
+node and ``err.details`` every node's reason.
 """
 from __future__ import annotations
 
 from collections import Counter
 
-import torch.fx as fx
+from torch import fx
 
 from archlab.errors import ImportTorchError
 
-MAX_ERROR = 500  # characters of an ImportTorchError's message, whatever the model
-_KINDS = 3  # kinds of unsupported node named in the summary
-_EXAMPLES = 2  # example nodes named per kind
+MAX_ERROR = 1600  # characters of an ImportTorchError's message, whatever the model
+_KINDS = 8  # kinds of unsupported node named, one line each
 
 
 def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-_FIX = "rewrite these parts with ops archlab supports, or file an issue asking for the missing op"
+_FIX = ("what to do: rewrite these parts with ops archlab supports (`archlab ops` lists them), or file an issue "
+        "asking for the missing op with the model that needs it")
+
+
+def _where(node: fx.Node | None) -> str:
+    """The module path a node belongs to (its own for a module call), or the model's root."""
+    if node is None:
+        return ""
+    if node.op == "call_module":
+        return str(node.target)
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack), "") if stack else ""
 
 
 def import_error(cls: str, problems: list[tuple[str, str, str, str]], fx_nodes: dict[str, fx.Node]) -> ImportTorchError:
     """All problems in one error of at most ``MAX_ERROR`` characters whatever
-    the model: a count by kind with example nodes, then as many per-node
-    reasons as fit, first one of each kind. ``err.nodes`` lists every failing
-    node, ``err.details`` every node's reason (unbounded).
+    the model: one line per kind of unsupported node (count, first module path,
+    first node and its reason), most frequent first, then what to do.
+    ``err.nodes`` lists every failing node, ``err.details`` every node's reason
+    (unbounded; ``archlab --traceback`` prints it).
 
     Args:
         cls: the imported module's class name.
         problems: ``(fx node, kind, "target: " or "", reason)``, in graph order.
         fx_nodes: the traced graph's nodes by name.
 
-    A weight read (``get_attr``) whose every reader is itself unsupported
-    (``F.batch_norm(x, self.mean, self.var, self.w, self.b)``) is not a
-    problem of its own: it is counted with its reader.
+    A weight read (``get_attr``) whose every reader is itself unsupported is
+    not a problem of its own: it is counted with its reader.
     """
     by_node: dict[str, tuple[str, str, list[str]]] = {}
     for node, short, desc, why in problems:
@@ -57,38 +68,24 @@ def import_error(cls: str, problems: list[tuple[str, str, str, str]], fx_nodes: 
     for node, (short, _, _) in by_node.items():
         kinds.setdefault(short, []).append(node)
     ranked = sorted(kinds.items(), key=lambda kv: -len(kv[1]))
-
-    def kind(short: str, nodes: list[str]) -> str:
-        shown = ", ".join(_cut(n, 20) for n in nodes[:_EXAMPLES]) + (", ..." if len(nodes) > _EXAMPLES else "")
-        return f"{_cut(short, 44)} x{len(nodes)} ({shown})"
-
-    summary = ", ".join(kind(*kv) for kv in ranked[:_KINDS])
-    if len(ranked) > _KINDS:
-        summary += f", and {len(ranked) - _KINDS} more kind(s)"
-    head = (f"cannot import {_cut(cls, 30)}: {len(by_node)} fx node(s) of {len(kinds)} kind(s) cannot be "
-            f"expressed in archlab: {summary}")
-    firsts = [nodes[0] for _, nodes in ranked]
-    order = firsts + [n for n in by_node if n not in firsts]
-    every = [f"  - {node}: {desc}{'; also '.join(whys)}" for node, (_, desc, whys) in
-             ((n, by_node[n]) for n in order)]
-    # the short form drops the target (the summary names its kind) and keeps the reason and its fix
-    short = [f"  - {node}: {'; also '.join(whys)}" for node, (_, _, whys) in ((n, by_node[n]) for n in order)]
-    more = "  - ({} more; --traceback lists all)"
-    budget = MAX_ERROR - len(head) - len(_FIX) - len(more) - 8
-    lines: list[str] = []
-    for line, brief in zip(every, short):
-        room = min(200, budget - sum(len(x) + 1 for x in lines))
-        if room < 60:
+    head = f"cannot import {_cut(cls, 40)}: {len(by_node)} node(s) of {len(kinds)} kind(s) archlab cannot express:"
+    lines = []
+    budget = MAX_ERROR - len(head) - len(_FIX) - 60
+    for short, nodes in ranked[:_KINDS]:
+        first = nodes[0]
+        where = _where(fx_nodes.get(first))
+        at = f"first in {_cut(where, 60)} (node {_cut(first, 30)})" if where else f"first at node {_cut(first, 30)}"
+        line = f"  - {_cut(short, 60)} x{len(nodes)}, {at}: {'; also '.join(by_node[first][2])}"
+        room = min(260, budget - sum(len(x) + 1 for x in lines))
+        if room < 80:
             break
-        lines.append(line if len(line) <= room else _cut(brief, room))
-    if len(lines) < len(every):
-        lines.append(more.format(len(every) - len(lines)))
+        lines.append(_cut(line, room))
+    if len(lines) < len(ranked):
+        lines.append(f"  - and {len(ranked) - len(lines)} more kind(s) (--traceback lists every node)")
     text = "\n".join([head, *lines, _FIX])
-    if len(text) > MAX_ERROR:  # only with many long kind names: the summary alone must do
-        head = _cut(head, MAX_ERROR - len(_FIX) - 1)
-        text = f"{head}\n{_FIX}"
+    if len(text) > MAX_ERROR:  # only with an absurd class name: the head alone must do
+        text = f"{_cut(head, MAX_ERROR - len(_FIX) - 1)}\n{_FIX}"
     err = ImportTorchError(text)
     err.nodes = list(by_node)
-    err.details = "\n".join(every)  # every node's reason, unbounded (archlab --traceback prints it)
+    err.details = "\n".join(f"  - {node}: {desc}{'; also '.join(whys)}" for node, (_, desc, whys) in by_node.items())
     return err
-

@@ -1,28 +1,33 @@
 """The rules :func:`archlab.torchio.importer.from_torch` maps fx nodes with.
 
-Three tables, one per kind of fx node: ``MODULE_RULES`` (by the exact class of
-a leaf module), ``FUNCTION_RULES`` (by the called function) and
-``METHOD_RULES`` (by Tensor method name). A rule takes a :class:`Site` (the fx
-node, its module and the traced shapes) and returns a :class:`Mapped` (the
+Three tables, one per kind of fx node: ``MODULE_RULES`` (by the class of a
+leaf module, here), ``FUNCTION_RULES`` (by the called function) and
+``METHOD_RULES`` (by Tensor method name), both in
+:mod:`archlab.torchio.import_functions`. A rule takes a :class:`Site` (the fx
+node, its module and the traced values) and returns a :class:`Mapped` (the
 archlab op, the fx nodes feeding it and its attributes), or raises
 :class:`Unmapped` saying why the node cannot be expressed. Supporting another
-layer or function is one entry here.
+layer or function is one entry there.
+
+A module is a leaf (not traced through) when it has a rule: for its own class,
+or for a base class whose ``forward`` it inherits unchanged (timm's
+``BatchNormAct2d`` overrides ``forward``, so it is traced through and its
+``F.batch_norm`` call is mapped by the functional rule, which names the node
+after the module that owns the weights).
 """
 from __future__ import annotations
 
-import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-import torch
-import torch.fx as fx
-import torch.nn as nn
-import torch.nn.functional as F
+from torch import fx, nn
 
 from archlab.errors import fmt_shape
 
 ALIAS = "<alias>"  # the node's value is its first input (contiguous, dropout with training=False)
+TUPLE = "<tuple>"  # the node's value is a tuple of tensors (split, chunk, unbind): Mapped.parts, read by getitem
 SCALAR = "<scalar>"  # marks a Python value such as a size; view/reshape rules read the traced shapes instead
 
 
@@ -38,24 +43,38 @@ class Mapped:
         op: an archlab op name, or :data:`ALIAS` (the node passes its first input through).
         inputs: the fx nodes feeding it, in argument order.
         attrs: the op's attributes (canonicalised by the op definition).
-        then: unary ops applied after ``op`` (a spatial mean without keepdim is
-            ``adaptive_avg_pool2d`` then ``flatten``); the last one carries the
-            fx node's name.
+        then: unary ops applied after ``op`` (``x[:, 0, 1:]`` is ``select`` then
+            ``slice``); the last one carries the fx node's name.
+        owner: the module path that owns the weights a functional call reads
+            (``F.batch_norm(x, self.running_mean, ...)`` inside ``bn1``): the
+            node is named after it, so ``state_dict`` keys match.
+        parts: with ``op`` :data:`TUPLE`, one :class:`Mapped` per tuple element
+            (``None`` for an element archlab does not compute, such as
+            attention weights).
     """
 
     op: str
     inputs: tuple[fx.Node, ...] = ()
     attrs: dict[str, Any] = field(default_factory=dict)
     then: tuple[tuple[str, dict[str, Any]], ...] = ()
+    owner: str | None = None
+    parts: tuple[Mapped | None, ...] = ()
 
 
 class Site:
     """One fx node as a rule sees it: the node, its leaf module, traced shapes."""
 
-    def __init__(self, node: fx.Node, module: nn.Module | None, results: dict[fx.Node, Any]):
+    def __init__(self, node: fx.Node, module: nn.Module | None, results: dict[fx.Node, Any],
+                 values: dict[fx.Node, Any] | None = None, modules: dict[str, nn.Module] | None = None):
         self.node = node
         self.module = module
         self._results = results
+        self._values = values or {}
+        self._modules = modules or {}
+
+    def module_at(self, path: str) -> nn.Module | None:
+        """The submodule at ``path`` of the traced model, if any."""
+        return self._modules.get(path)
 
     def bind(self, *names: str, **defaults: Any) -> dict[str, Any]:
         """The call's arguments by parameter name (positional, then keywords), defaults filled.
@@ -81,6 +100,20 @@ class Site:
     @property
     def out_shape(self) -> tuple[int, ...] | None:
         return self.shape(self.node)
+
+    def value(self, node: Any) -> Any:
+        """The traced value of an fx node (a tensor, a tuple of tensors, ...) on the example input."""
+        return self._values.get(node) if isinstance(node, fx.Node) else node
+
+    def dim(self, d: Any, x: fx.Node, what: str = "dim") -> int:
+        """Torch dim ``d`` of tensor ``x`` as a non-negative index; the batch (0) is refused."""
+        rank = len(self.shape(x))
+        if not isinstance(d, int) or not -rank <= d < rank:
+            raise Unmapped(f"{what} {d!r} is not a constant dim of a rank-{rank} tensor")
+        d %= rank
+        if d == 0:
+            raise Unmapped(f"{what} 0 is the batch dim; archlab ops keep the batch dim as it is")
+        return d
 
     def tensor(self, value: Any) -> fx.Node:
         """``value`` as a tensor input; constants cannot be expressed in archlab."""
@@ -144,12 +177,57 @@ def _no_rule(node: fx.Node, module: nn.Module | None) -> Rule:
     return rule
 
 
+def module_rule(module: nn.Module) -> Rule | None:
+    """The rule for a leaf module: its class's, or that of the nearest base class
+    whose ``forward`` it inherits unchanged (a subclass that only adds methods
+    or defaults); None when the module must be traced through."""
+    cls = type(module)
+    rule = MODULE_RULES.get(cls)
+    if rule is not None:
+        return rule
+    for k, base in enumerate(cls.__mro__[1:], 1):
+        if base in MODULE_RULES:
+            # a leaf only if nothing between it and the base changes behaviour: a Conv2d subclass that
+            # overrides _conv_forward (weight standardisation) is traced through
+            changed = {name for klass in cls.__mro__[:k] for name, v in vars(klass).items()
+                       if callable(v) and name not in _HARMLESS}
+            return MODULE_RULES[base] if not changed else None
+    return None
+
+
+_HARMLESS = frozenset(("__init__", "extra_repr", "reset_parameters", "__repr__", "__setstate__"))
+
+
+def is_leaf(module: nn.Module, qualified_name: str) -> bool:
+    """Whether the importer's tracer stops at ``module`` (it has a rule)."""
+    return module_rule(module) is not None
+
+
+def has_named_rule(qualified_name: str) -> bool:
+    """Whether a function registered with ``torch.fx.wrap`` has a rule of its own
+    (torchvision's ``stochastic_depth``): the tracer keeps it one call instead
+    of tracing through it."""
+    from archlab.torchio.import_functions import NAMED_FUNCTION_RULES
+
+    return qualified_name in NAMED_FUNCTION_RULES
+
+
 def find_rule(node: fx.Node, module: nn.Module | None) -> Rule:
     """The rule for ``node``; one that raises :class:`Unmapped` if there is none."""
+    from archlab.torchio.import_functions import (
+        FUNCTION_RULES,
+        METHOD_RULES,
+        NAMED_FUNCTION_RULES,
+    )
+
     if node.op == "call_module":
-        rule = MODULE_RULES.get(type(module))
+        rule = module_rule(module)
     elif node.op == "call_function":
-        rule = FUNCTION_RULES.get(node.target) or NAMED_FUNCTION_RULES.get(_qualname(node.target))
+        try:
+            rule = FUNCTION_RULES.get(node.target)
+        except TypeError:  # an unhashable callable
+            rule = None
+        rule = rule or NAMED_FUNCTION_RULES.get(_qualname(node.target))
     elif node.op == "call_method":
         rule = METHOD_RULES.get(node.target)
     else:
@@ -157,84 +235,15 @@ def find_rule(node: fx.Node, module: nn.Module | None) -> Rule:
     return rule or _no_rule(node, module)
 
 
-_SHAPE_FUNCTIONS = {getattr, operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv}
 
 
-def is_shape_arithmetic(node: fx.Node, result_type: Any) -> bool:
-    """``x.size(0)``, ``x.shape[1] * 2``: Python values that only size a view/reshape."""
-    if result_type not in (int, torch.Size, tuple, list):
-        return False
-    if node.op == "call_method":
-        return node.target in ("size", "dim")
-    return node.op == "call_function" and node.target in _SHAPE_FUNCTIONS
+# -- module rules ----------------------------------------------------------------
+def _activation_module(op: str, **attrs: str) -> Rule:
+    """A leaf activation module; ``attrs`` maps archlab attribute -> module attribute."""
+    return lambda s: Mapped(op, (s.module_input(),), {k: getattr(s.module, a) for k, a in attrs.items()})
 
 
-# -- rules ---------------------------------------------------------------------
-def _activation(op: str) -> Rule:
-    """``F.relu(x, inplace)``, ``x.relu_()``, ``torch.sigmoid(x)``: inplace is irrelevant in the IR."""
-    return lambda s: Mapped(op, (s.tensor(s.bind("input", "inplace", inplace=False)["input"]),))
-
-
-def _activation_module(op: str) -> Rule:
-    return lambda s: Mapped(op, (s.module_input(),))
-
-
-def _binary(op: str) -> Rule:
-    def rule(s: Site) -> Mapped:
-        a = s.bind("input", "other", "alpha", alpha=1)
-        if a["alpha"] != 1:
-            raise Unmapped(f"alpha={a['alpha']!r}; archlab's {op} has no scale factor")
-        return Mapped(op, (s.tensor(a["input"]), s.tensor(a["other"])))
-
-    return rule
-
-
-def _cat(s: Site) -> Mapped:
-    a = s.bind("tensors", "dim", dim=0)
-    if not isinstance(a["tensors"], (list, tuple)) or not a["tensors"]:
-        raise Unmapped(f"concatenates {a['tensors']!r}; archlab needs a literal list of tensors")
-    parts = tuple(s.tensor(t) for t in a["tensors"])
-    rank = len(s.shape(parts[0]))
-    if not isinstance(a["dim"], int) or a["dim"] % rank != 1:
-        raise Unmapped(f"concatenates along dim {a['dim']}; archlab's concat joins channels (dim 1)")
-    return Mapped("concat", parts)
-
-
-def _flatten_dims(x: fx.Node, start: Any, end: Any, s: Site) -> Mapped:
-    rank = len(s.shape(x))
-    if not isinstance(start, int) or not isinstance(end, int) or start % rank != 1 or end % rank != rank - 1:
-        raise Unmapped(f"flattens dims {start}..{end}; archlab's flatten keeps only the batch dim "
-                       "(start_dim=1, end_dim=-1)")
-    return Mapped("flatten", (x,))
-
-
-def _flatten(s: Site) -> Mapped:
-    a = s.bind("input", "start_dim", "end_dim", start_dim=0, end_dim=-1)
-    return _flatten_dims(s.tensor(a["input"]), a["start_dim"], a["end_dim"], s)
-
-
-def _view(s: Site) -> Mapped:
-    """``x.view(x.size(0), -1)`` and friends, recognised from the traced shapes."""
-    x = s.tensor(s.node.args[0] if s.node.args else s.node.kwargs.get("input"))
-    before, after = s.shape(x), s.out_shape
-    if after is not None and len(before) >= 2 and after == (before[0], math.prod(before[1:])):
-        return Mapped("flatten", (x,))
-    raise Unmapped(f"reshapes {fmt_shape(before)} to {fmt_shape(after)}; archlab can only flatten to (N, -1)")
-
-
-def _mean(s: Site) -> Mapped:
-    a = s.bind("input", "dim", "keepdim", "dtype", keepdim=False, dtype=None)
-    x = s.tensor(a["input"])
-    dims = (a["dim"],) if isinstance(a["dim"], int) else tuple(a["dim"] or ())
-    rank = len(s.shape(x))
-    if rank != 4 or a["dtype"] is not None or not all(isinstance(d, int) for d in dims) \
-            or sorted(d % rank for d in dims) != [2, 3]:
-        raise Unmapped(f"mean over dims {dims} of a {fmt_shape(s.shape(x))} tensor; archlab maps only the spatial "
-                       "mean (dims 2, 3)")
-    return Mapped("adaptive_avg_pool2d", (x,), {"output_size": 1}, then=() if a["keepdim"] else (("flatten", {}),))
-
-
-def _adaptive_avg_pool(x: fx.Node, size: Any, s: Site) -> Mapped:
+def adaptive_avg_pool(x: fx.Node, size: Any, s: Site) -> Mapped:
     shape = s.shape(x)
     if len(shape) != 4:
         raise Unmapped(f"pools a {fmt_shape(shape)} tensor; archlab pools NxCxHxW")
@@ -245,71 +254,50 @@ def _adaptive_avg_pool(x: fx.Node, size: Any, s: Site) -> Mapped:
     return Mapped("adaptive_avg_pool2d", (x,), {"output_size": size})
 
 
-def _adaptive_avg_pool_function(s: Site) -> Mapped:
-    a = s.bind("input", "output_size")
-    return _adaptive_avg_pool(s.tensor(a["input"]), a["output_size"], s)
-
-
 # Pooling parameters (as torch names them, in F.*_pool2d's order) and their defaults; kernel_size is required.
-_MAX_POOL = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
-             "return_indices": False}
-_AVG_POOL = {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
-             "divisor_override": None}
+MAX_POOL = {"kernel_size": None, "stride": None, "padding": 0, "dilation": 1, "ceil_mode": False,
+            "return_indices": False}
+AVG_POOL = {"kernel_size": None, "stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True,
+            "divisor_override": None}
 
 
-def _max_pool(x: fx.Node, a: dict[str, Any]) -> Mapped:
+def max_pool(x: fx.Node, a: dict[str, Any]) -> Mapped:
     if a.pop("return_indices"):
         raise Unmapped("return_indices=True; archlab's max_pool2d returns values only")
     return Mapped("max_pool2d", (x,), {**a, "stride": a["stride"] or None})  # stride None or [] = kernel size
 
 
-def _avg_pool(x: fx.Node, a: dict[str, Any]) -> Mapped:
+def avg_pool(x: fx.Node, a: dict[str, Any]) -> Mapped:
     if a.pop("divisor_override") is not None:
         raise Unmapped("divisor_override is set; archlab's avg_pool2d divides by the window size")
     return Mapped("avg_pool2d", (x,), {**a, "stride": a["stride"] or None})
-
-
-def _pool_function(build: Callable, params: dict[str, Any]) -> Rule:
-    def rule(s: Site) -> Mapped:
-        a = s.bind("input", *params, **{k: v for k, v in params.items() if k != "kernel_size"})
-        return build(s.tensor(a.pop("input")), a)
-
-    return rule
 
 
 def _pool_module(build: Callable, params: dict[str, Any]) -> Rule:
     return lambda s: build(s.module_input(), {k: getattr(s.module, k) for k in params})
 
 
-def _dropout(s: Site) -> Mapped:
-    a = s.bind("input", "p", "training", "inplace", p=0.5, training=True, inplace=False)
-    x = s.tensor(a["input"])
-    return Mapped("dropout", (x,), {"p": a["p"]}) if a["training"] else Mapped(ALIAS, (x,))
-
-
-def _stochastic_depth(s: Site) -> Mapped:
-    a = s.bind("input", "p", "mode", "training", training=True)
-    if a["training"] and a["p"] > 0:
-        raise Unmapped("stochastic depth in training mode; archlab has no op for it: import the model in eval mode "
-                       "(model.eval()), where it is the identity")
-    return Mapped(ALIAS, (s.tensor(a["input"]),))
+def conv2d_attrs(weight_shape: tuple[int, ...], bias: bool, stride, padding, dilation, groups) -> dict[str, Any]:
+    """conv2d's attributes from a weight's shape and torch's arguments (``padding`` may be 'same'/'valid')."""
+    kernel = tuple(weight_shape[2:])
+    dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
+    if padding == "valid":
+        padding = 0
+    elif padding == "same":
+        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        if any(t % 2 for t in total):
+            raise Unmapped(f"padding='same' with kernel {kernel} pads unevenly; archlab pads both sides equally")
+        padding = tuple(t // 2 for t in total)
+    return dict(out_channels=weight_shape[0], kernel_size=kernel, stride=stride, padding=padding,
+                dilation=dilation, groups=groups, bias=bias)
 
 
 def _conv2d(s: Site) -> Mapped:
     m: nn.Conv2d = s.module
     if m.padding_mode != "zeros":
         raise Unmapped(f"padding_mode={m.padding_mode!r}; archlab's conv2d pads with zeros")
-    padding = m.padding
-    if padding == "valid":
-        padding = 0
-    elif padding == "same":
-        total = [d * (k - 1) for k, d in zip(m.kernel_size, m.dilation)]
-        if any(t % 2 for t in total):
-            raise Unmapped(f"padding='same' with kernel {m.kernel_size} pads unevenly; archlab pads both sides equally")
-        padding = tuple(t // 2 for t in total)
-    return Mapped("conv2d", (s.module_input(),), dict(
-        out_channels=m.out_channels, kernel_size=m.kernel_size, stride=m.stride, padding=padding,
-        dilation=m.dilation, groups=m.groups, bias=m.bias is not None))
+    return Mapped("conv2d", (s.module_input(),), conv2d_attrs(
+        tuple(m.weight.shape), m.bias is not None, m.stride, m.padding, m.dilation, m.groups))
 
 
 def _linear(s: Site) -> Mapped:
@@ -317,24 +305,63 @@ def _linear(s: Site) -> Mapped:
     return Mapped("linear", (s.module_input(),), {"out_features": m.out_features, "bias": m.bias is not None})
 
 
+def batch_norm_attrs(m: nn.Module | None, eps: float, momentum: float | None, affine: bool, tracked: bool) -> dict:
+    momentum = m.momentum if isinstance(m, nn.modules.batchnorm._BatchNorm) else momentum
+    if momentum is None:
+        raise Unmapped("momentum=None (cumulative average); archlab's batch_norm2d uses an exponential average")
+    return dict(eps=eps, momentum=momentum, affine=affine, track_running_stats=tracked)
+
+
 def _batch_norm(s: Site) -> Mapped:
     m: nn.BatchNorm2d = s.module
-    if m.momentum is None:
-        raise Unmapped("momentum=None (cumulative average); archlab's batch_norm2d uses an exponential average")
-    return Mapped("batch_norm2d", (s.module_input(),), dict(
-        eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats))
+    return Mapped("batch_norm2d", (s.module_input(),),
+                  batch_norm_attrs(m, m.eps, m.momentum, m.affine, m.track_running_stats))
+
+
+def _layer_norm(s: Site) -> Mapped:
+    m: nn.LayerNorm = s.module
+    return Mapped("layer_norm", (s.module_input(),), dict(
+        normalized_dims=len(m.normalized_shape), eps=m.eps, elementwise_affine=m.elementwise_affine,
+        bias=m.bias is not None))
+
+
+def _group_norm(s: Site) -> Mapped:
+    m: nn.GroupNorm = s.module
+    return Mapped("group_norm", (s.module_input(),), dict(num_groups=m.num_groups, eps=m.eps, affine=m.affine))
 
 
 def _hardtanh(s: Site) -> Mapped:
-    if (s.module.min_val, s.module.max_val) != (0.0, 6.0):
-        raise Unmapped(f"Hardtanh({s.module.min_val}, {s.module.max_val}); archlab only has relu6 = Hardtanh(0, 6)")
-    return Mapped("relu6", (s.module_input(),))
+    if (s.module.min_val, s.module.max_val) == (0.0, 6.0):
+        return Mapped("relu6", (s.module_input(),))
+    return Mapped("hardtanh", (s.module_input(),), {"min_val": s.module.min_val, "max_val": s.module.max_val})
+
+
+def _multihead_attention(s: Site) -> Mapped:
+    """``attn(x, x, x, need_weights=False)``: self-attention on batch-first tokens;
+    its value is the tuple (output, None)."""
+    m: nn.MultiheadAttention = s.module
+    args = list(s.node.args) + [s.node.kwargs.get(k) for k in ("query", "key", "value") if k in s.node.kwargs]
+    extra = {k: v for k, v in s.node.kwargs.items() if k not in ("query", "key", "value")}
+    if len(args) != 3 or not (args[0] is args[1] is args[2]):
+        raise Unmapped("MultiheadAttention with distinct query, key and value; archlab maps self-attention only")
+    if extra != {"need_weights": False} or not m.batch_first or m.bias_k is not None or not m._qkv_same_embed_dim \
+            or m.add_zero_attn or (m.dropout > 0 and m.training):
+        raise Unmapped("MultiheadAttention other than batch_first self-attention with need_weights=False, no masks, "
+                       "no bias_k/bias_v, no add_zero_attn and no dropout in training mode")
+    x = s.tensor(args[0])
+    if len(s.shape(x)) != 3:
+        raise Unmapped(f"MultiheadAttention on a {fmt_shape(s.shape(x))} tensor; archlab maps batch x tokens x dim")
+    node = Mapped("multihead_attention", (x,), dict(embed_dim=m.embed_dim, num_heads=m.num_heads,
+                                                  bias=m.in_proj_bias is not None))
+    return Mapped(TUPLE, parts=(node, None))
 
 
 MODULE_RULES: dict[type, Rule] = {
     nn.Conv2d: _conv2d,
     nn.Linear: _linear,
     nn.BatchNorm2d: _batch_norm,
+    nn.LayerNorm: _layer_norm,
+    nn.GroupNorm: _group_norm,
     nn.ReLU: _activation_module("relu"),
     nn.ReLU6: _activation_module("relu6"),
     nn.Hardtanh: _hardtanh,
@@ -342,46 +369,17 @@ MODULE_RULES: dict[type, Rule] = {
     nn.Hardswish: _activation_module("hardswish"),
     nn.Hardsigmoid: _activation_module("hardsigmoid"),
     nn.SiLU: _activation_module("silu"),
+    nn.GELU: _activation_module("gelu", approximate="approximate"),
+    nn.LeakyReLU: _activation_module("leaky_relu", negative_slope="negative_slope"),
+    nn.Mish: _activation_module("mish"),
+    nn.Tanh: _activation_module("tanh"),
+    nn.ELU: _activation_module("elu", alpha="alpha"),
+    nn.Softplus: _activation_module("softplus", beta="beta", threshold="threshold"),
+    nn.Softmax: lambda s: Mapped("softmax", (s.module_input(),), {"dim": s.dim(s.module.dim, s.module_input())}),
     nn.Identity: _activation_module("identity"),
-    nn.MaxPool2d: _pool_module(_max_pool, _MAX_POOL),
-    nn.AvgPool2d: _pool_module(_avg_pool, _AVG_POOL),
-    nn.AdaptiveAvgPool2d: lambda s: _adaptive_avg_pool(s.module_input(), s.module.output_size, s),
+    nn.MaxPool2d: _pool_module(max_pool, MAX_POOL),
+    nn.AvgPool2d: _pool_module(avg_pool, AVG_POOL),
+    nn.AdaptiveAvgPool2d: lambda s: adaptive_avg_pool(s.module_input(), s.module.output_size, s),
     nn.Dropout: lambda s: Mapped("dropout", (s.module_input(),), {"p": s.module.p}),
-    nn.Flatten: lambda s: _flatten_dims(s.module_input(), s.module.start_dim, s.module.end_dim, s),
-}
-
-FUNCTION_RULES: dict[Callable, Rule] = {
-    **{fn: _activation("relu") for fn in (F.relu, F.relu_, torch.relu, torch.relu_)},
-    F.relu6: _activation("relu6"),
-    **{fn: _activation("sigmoid") for fn in (torch.sigmoid, torch.sigmoid_, F.sigmoid)},
-    F.hardswish: _activation("hardswish"),
-    F.hardsigmoid: _activation("hardsigmoid"),
-    F.silu: _activation("silu"),
-    **{fn: _binary("add") for fn in (operator.add, operator.iadd, torch.add)},
-    **{fn: _binary("mul") for fn in (operator.mul, operator.imul, torch.mul)},
-    **{fn: _cat for fn in (torch.cat, torch.concat, torch.concatenate)},
-    torch.flatten: _flatten,
-    torch.reshape: _view,
-    torch.mean: _mean,
-    F.adaptive_avg_pool2d: _adaptive_avg_pool_function,
-    F.max_pool2d: _pool_function(_max_pool, _MAX_POOL),
-    F.avg_pool2d: _pool_function(_avg_pool, _AVG_POOL),
-    F.dropout: _dropout,
-}
-
-# Functions of optional libraries, by qualified name (no import needed to match them).
-NAMED_FUNCTION_RULES: dict[str, Rule] = {
-    "torchvision.ops.stochastic_depth.stochastic_depth": _stochastic_depth,
-}
-
-METHOD_RULES: dict[str, Rule] = {
-    **{m: _activation("relu") for m in ("relu", "relu_")},
-    **{m: _activation("sigmoid") for m in ("sigmoid", "sigmoid_")},
-    **{m: _binary("add") for m in ("add", "add_")},
-    **{m: _binary("mul") for m in ("mul", "mul_")},
-    "flatten": _flatten,
-    "view": _view,
-    "reshape": _view,
-    "mean": _mean,
-    "contiguous": lambda s: Mapped(ALIAS, (s.tensor(s.node.args[0]),)),
+    nn.MultiheadAttention: _multihead_attention,
 }

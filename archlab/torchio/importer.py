@@ -1,15 +1,21 @@
 """Import a PyTorch model into the archlab IR: the inverse of :func:`to_module`.
 
-:func:`from_torch` traces the model with ``torch.fx``, runs it once on zeros to
-learn every value's shape, then maps each fx node through a table of rules
-(:mod:`archlab.torchio.import_rules`) to archlab nodes. Nodes that cannot be
-mapped are collected and reported together in one :class:`ImportTorchError`;
-nothing is dropped silently.
+:func:`from_torch` traces the model on one example input with
+:func:`archlab.torchio.trace.concrete_trace` (``torch.fx`` with the real values
+riding along, so code that computes sizes from ``x.shape`` traces, specialised
+on that input), then maps each fx node through a table of rules
+(:mod:`archlab.torchio.import_rules`, :mod:`archlab.torchio.import_functions`)
+to archlab nodes. Nodes that cannot be mapped are collected and reported
+together in one :class:`ImportTorchError`; nothing is dropped silently.
 
-A layer with parameters or buffers is named by its module path
-(``layer1.0.conv1``), so ``to_module(graph, state_dict=model.state_dict())``
-loads the original weights; every other node keeps its fx name (``add``,
-``relu_1``).
+Every node is named by its module path: a layer with weights by the module
+that owns them (``layer1.0.conv1``), so ``to_module(graph,
+state_dict=model.state_dict())`` loads the original weights; a parameterless
+op by its module scope and op (``features.1.0.block.add``; ops called in the
+model's own ``forward`` join the scope of their first input, ``avgpool.flatten``),
+so ``--depth`` groups an imported model as it groups a zoo model. A
+free-standing parameter used as a tensor (ViT's class token) is a
+``parameter`` node named by its qualified name.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import inspect
 from typing import Any
 
 import torch
-import torch.fx as fx
+from torch import fx
 
 from archlab.errors import ArchlabError, ImportTorchError, fmt_shape
 from archlab.graph import Graph
@@ -25,25 +31,29 @@ from archlab.graph.node import Node as IRNode
 from archlab.ops import get_op
 from archlab.torchio.import_errors import import_error
 from archlab.torchio.import_rules import (
-    ALIAS, SCALAR, Mapped, Site, Unmapped, find_rule, is_shape_arithmetic, short_target, target_name,
+    ALIAS, TUPLE, Mapped, Site, Unmapped, find_rule, short_target, target_name,
 )
-
+from archlab.torchio.import_values import ParameterAndPermuteRules
+from archlab.torchio.trace import BATCH
+from archlab.torchio.trace import import_trace as _trace
+from archlab.torchio.trace import one_line as _one_line
 
 
 def from_torch(module: torch.nn.Module, input_shape: tuple[int, ...], *, name: str | None = None) -> Graph:
-    """Trace ``module`` with ``torch.fx`` and express it as an archlab graph.
+    """Trace ``module`` on an example input and express it as an archlab graph.
 
-    Python control flow on ``self.training`` is resolved at trace time with the
-    module in its current mode: call ``model.eval()`` first for the inference
-    graph (no auxiliary heads, stochastic depth as the identity). Shapes come
-    from one eval-mode run on zeros; the module's (and its submodules')
-    training flags are restored afterwards and its weights are not touched.
-    ``x.view(x.size(0), -1)`` is recognised from the traced shapes, so it is
-    imported as ``flatten`` whatever batch size the model later sees.
+    The model runs once, on zeros of ``input_shape`` (batch 1), in its current
+    mode: call ``model.eval()`` first for the inference graph (no auxiliary
+    heads, stochastic depth as the identity). Python code on sizes
+    (``x.shape``, "same" padding) is specialised on that input; control flow
+    on tensor values is refused. The module's buffers (batch-norm statistics
+    a training-mode run would update) and training flags are restored, and its
+    weights are not touched. ``x.view(x.size(0), -1)`` is imported as
+    ``flatten``, whatever batch size the model later sees.
 
     Args:
-        module: any fx-traceable module, or an existing ``torch.fx.GraphModule``
-            (not retraced, e.g. from ``torchvision``'s ``create_feature_extractor``).
+        module: any ``nn.Module`` whose forward takes one tensor (a
+            ``torch.fx.GraphModule`` too, e.g. from ``create_feature_extractor``).
         input_shape: one input's shape without the batch dimension, ``(3, 224, 224)``.
         name: the graph's name; defaults to the module's class name.
 
@@ -56,80 +66,22 @@ def from_torch(module: torch.nn.Module, input_shape: tuple[int, ...], *, name: s
         a state_dict with ``strict=False``.
 
     Raises:
-        ImportTorchError: fx cannot trace the model, it fails on the given input
-            shape, or some nodes cannot be expressed (each one named, with its
-            fx kind and target, e.g. ``call_module torch.nn.modules.conv.Conv3d``).
+        ImportTorchError: the model cannot be traced or fails on the given
+            input shape, or some nodes cannot be expressed (each kind named
+            once, with its count and first node).
     """
     cls = type(module).__qualname__
     try:
         shape = tuple(int(d) for d in input_shape)
     except (TypeError, ValueError):
         raise ImportTorchError(f"from_torch({cls}): input_shape must be a tuple of ints, got {input_shape!r}") from None
-    gm = module if isinstance(module, fx.GraphModule) else _trace(module)
-    shapes = _propagate(gm, module, shape)
-    graph = _Importer(gm, shapes, shape).run(name or type(module).__name__, cls)
+    fx_graph, values = _trace(module, shape)
+    results = {n: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v) for n, v in values.items()}
+    graph = _Importer(fx_graph, dict(module.named_modules()), results, values, shape).run(name or type(module).__name__, cls)
     try:
         return graph.validate()
     except ArchlabError as e:  # a mapping rule let through something archlab rejects
         raise ImportTorchError(f"cannot import {cls}: the imported graph does not validate: {e}") from None
-
-
-def _one_line(e: BaseException) -> str:
-    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-    text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _trace(module: torch.nn.Module) -> fx.GraphModule:
-    try:
-        return fx.symbolic_trace(module)
-    except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError, ...
-        raise ImportTorchError(
-            f"cannot import {type(module).__qualname__}: torch.fx cannot trace it ({_one_line(e)}); "
-            "make forward traceable (no Python control flow on tensor values), or move the untraceable part into a "
-            "leaf module"
-        ) from None
-
-
-class _ShapeRecorder(fx.Interpreter):
-    """Runs the graph and keeps each node's result shape (tensors) or type (anything else)."""
-
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm)
-        self.results: dict[fx.Node, Any] = {}
-        self.at: fx.Node | None = None
-
-    def run_node(self, n: fx.Node) -> Any:
-        self.at = n
-        out = super().run_node(n)
-        self.results[n] = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)
-        return out
-
-
-def _propagate(gm: fx.GraphModule, module: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[fx.Node, Any]:
-    """Shape of every node's result on a batch of one zero input, in eval mode."""
-    first = next((p for p in module.parameters() if p.is_floating_point()), None)
-    dtype, device = (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
-    flags = {m: m.training for m in (*module.modules(), *gm.modules())}
-    required = [n.name for n in gm.graph.nodes if n.op == "placeholder" and not n.args]  # args holds a default
-    if len(required) != 1:
-        raise ImportTorchError(f"cannot import {type(module).__qualname__}: forward takes {len(required)} tensor "
-                               f"inputs ({', '.join(required)}); from_torch imports single-input models")
-    recorder = _ShapeRecorder(gm)
-    try:
-        gm.eval()
-        with torch.no_grad():
-            recorder.run(torch.zeros((1, *input_shape), dtype=dtype, device=device))
-    except Exception as e:
-        at = f" at node '{recorder.at.name}'" if recorder.at is not None else ""
-        raise ImportTorchError(
-            f"cannot import {type(module).__qualname__}: running it on a {fmt_shape((1, *input_shape))} input failed"
-            f"{at} ({_one_line(e)}); check input_shape (batch excluded)"
-        ) from None
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-    return recorder.results
 
 
 def _inplace_arg(node: fx.Node) -> bool:
@@ -154,24 +106,32 @@ def _namedtuple_packer(output: fx.Node) -> fx.Node | None:
     return None
 
 
-class _Importer:
+class _Importer(ParameterAndPermuteRules):
     """One import: walks the fx graph once, collecting archlab nodes and problems."""
 
-    def __init__(self, gm: fx.GraphModule, results: dict[fx.Node, Any], input_shape: tuple[int, ...]):
-        self.gm = gm
+    def __init__(self, fx_graph: fx.Graph, modules: dict[str, torch.nn.Module], results: dict[fx.Node, Any],
+                 values: dict[fx.Node, Any], input_shape: tuple[int, ...]):
+        self.fx_graph = fx_graph
         self.results = results
+        self.values = values
         self.input_shape = input_shape
-        self.modules = dict(gm.named_modules())
-        self.value: dict[fx.Node, str] = {}  # fx node -> archlab node name (or SCALAR)
+        self.modules = modules  # the model's own, by path (the GraphModule keeps only what the graph reads)
+        # fx node -> archlab node name, or a tuple of names (None: an element archlab does not compute)
+        self.value: dict[fx.Node, str | tuple[str | None, ...]] = {}
         self.ir_shapes: dict[str, tuple[int, ...] | None] = {}
         self.ir_nodes: list[IRNode] = []
         self.problems: list[tuple[str, str, str, str]] = []  # (fx node, short target, "kind target: " or "", reason)
         self.stateful_calls: dict[str, str] = {}  # module path -> first fx node calling it
         self.param_owners: dict[int, str] = {}  # id(parameter) -> first qualified name seen
+        self.params: dict[str, tuple[str, tuple[int, ...]]] = {}  # get_attr target -> (IR node, its IR shape)
+        self.input_name: str | None = None
+        self.param_views: dict[fx.Node, fx.Node] = {}  # a reshape of a parameter -> the parameter's get_attr
+        self.pending: dict[fx.Node, tuple[fx.Node, tuple[int, ...]]] = {}  # a batch-moving permute -> (input, dims)
+        self.scope_of: dict[str, str] = {}  # IR node name -> the scope its followers at the root join
 
     # -- the walk -------------------------------------------------------------
     def run(self, name: str, cls: str) -> Graph:
-        nodes = list(self.gm.graph.nodes)
+        nodes = list(self.fx_graph.nodes)
         output = next(n for n in nodes if n.op == "output")
         live = self._live(output)
         self._check_inplace(nodes, live)
@@ -182,25 +142,40 @@ class _Importer:
                                                          "from_torch imports single-input models"))
         packer = _namedtuple_packer(output)
         for n in nodes:
-            if n is packer:
-                continue  # the output structure, read by _outputs
-            if n in live and n.op not in ("placeholder", "output"):
-                self._map(n)
-            elif n in live and n.op == "placeholder":
+            if n is packer or n not in live or n.op in ("output", "get_attr"):
+                continue  # get_attr: a weight read by its layer's rule, or a parameter made a node where it is used
+            if n.op == "placeholder":
+                self.input_name = n.name
                 self._add(IRNode(n.name, "input", (), {"shape": self.input_shape}), n, self.input_shape)
+                self.scope_of[n.name] = ""
+            else:
+                self._map(n)
         outputs = self._outputs(output)
         if self.problems:
             raise self._error(cls)
         graph = Graph(name, meta={"source": f"torch:{cls}"})
+        used = self._reaching(outputs.values())  # the unused parts of a split or unbind are left out
         for ir in self.ir_nodes:
-            graph.add_node(ir.name, ir.op, ir.inputs, **ir.attrs)
+            if ir.name in used:
+                graph.add_node(ir.name, ir.op, ir.inputs, **ir.attrs)
         for key, ir_name in outputs.items():
             graph.set_output(ir_name, key)
         return graph
 
     def _error(self, cls: str) -> ImportTorchError:
         """All problems in one bounded error (see :func:`import_error`)."""
-        return import_error(cls, self.problems, {n.name: n for n in self.gm.graph.nodes})
+        return import_error(cls, self.problems, {n.name: n for n in self.fx_graph.nodes})
+
+    def _reaching(self, outputs) -> set[str]:
+        """The IR nodes some output depends on (the graph input always)."""
+        inputs = {ir.name: ir.inputs for ir in self.ir_nodes}
+        seen, todo = {self.input_name}, list(outputs)
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo.extend(inputs.get(name, ()))
+        return seen
 
     @staticmethod
     def _live(output: fx.Node) -> set[fx.Node]:
@@ -213,9 +188,17 @@ class _Importer:
         return live
 
     def _check_inplace(self, nodes: list[fx.Node], live: set[fx.Node]) -> None:
-        """An in-place op whose input is read again afterwards changes what that
-        reader sees; the IR is functional, so that cannot be expressed."""
+        """An in-place op changes what every later reader of its input's storage
+        sees: the input itself and any view of it (``a = x[:, :4]`` before
+        ``x.relu_()``). The IR is functional, so that cannot be expressed. Storage
+        is compared on the traced values."""
         order = {n: i for i, n in enumerate(nodes)}
+        storage = {n: v.untyped_storage().data_ptr() for n, v in self.values.items()
+                   if isinstance(v, torch.Tensor) and v.numel()}
+        sharing: dict[int, list[fx.Node]] = {}
+        for w in nodes:
+            if w in storage:
+                sharing.setdefault(storage[w], []).append(w)
         for n in nodes:
             if n.op == "call_module":
                 inplace = getattr(self.modules.get(n.target), "inplace", False) is True
@@ -223,86 +206,153 @@ class _Importer:
                 inplace = n.target.endswith("_") and not n.target.endswith("__")
             elif n.op == "call_function":
                 fn = getattr(n.target, "__name__", "")
-                inplace = _inplace_arg(n) or fn.endswith("_") or fn in ("iadd", "imul", "setitem")
+                inplace = _inplace_arg(n) or fn.endswith("_") or fn in ("iadd", "imul", "isub", "itruediv", "setitem")
             else:
                 inplace = False
             x = n.args[0] if n.args else None
-            if not inplace or not isinstance(x, fx.Node):
+            if not inplace or not isinstance(x, fx.Node) or n not in live:
                 continue
-            later = [u.name for u in x.users if u is not n and u in live and order[u] > order[n]]
+            shared = [w for w in sharing.get(storage.get(x), ()) if order[w] < order[n]] or [x]
+            later = sorted({u for w in shared for u in w.users if u in live and u is not n and order[u] > order[n]},
+                           key=order.get)
+            later = [u.name for u in later]
             if later:
-                readers = ", ".join(map(repr, later))
-                self._problem(n, f"overwrites '{x.name}' in place, which {readers} read(s) afterwards; archlab graphs "
-                                 "are functional, so use the returned value instead")
+                readers = ", ".join(map(repr, later[:3])) + (", ..." if len(later) > 3 else "")
+                self._problem(n, f"overwrites '{x.name}' in place, which {readers} read(s) afterwards (directly or "
+                                 "through a view); archlab graphs are functional, so use the returned value instead")
 
     def _problem(self, n: fx.Node, reason: str) -> None:
         module = self.modules.get(n.target) if n.op == "call_module" else None
         self.problems.append((n.name, short_target(n, module), f"{target_name(n, module)}: ", reason))
 
     def _map(self, n: fx.Node) -> None:
-        result = self.results.get(n)
         module = self.modules.get(n.target) if n.op == "call_module" else None
-        if not isinstance(result, tuple) and is_shape_arithmetic(n, result):
-            self.value[n] = SCALAR
-            return
         try:
-            rule = find_rule(n, module)
-            mapped = rule(Site(n, module, self.results))
+            source = self._param_source(n)
+            if source is not None:  # a view of a parameter (gamma.reshape(1, -1, 1, 1)): the parameter, reshaped
+                self.param_views[n] = source
+                self.value[n] = n.name
+                return
+            site = Site(n, module, self.results, self.values, self.modules)
+            pending = [i for i in n.all_input_nodes if i in self.pending]
+            mapped = self._unpermute(site, pending[0]) if pending else find_rule(n, module)(site)
+            if mapped.op == "permute" and mapped.attrs["dims"][0] != 0:  # moves the batch: wait for a consumer
+                self.pending[n] = (mapped.inputs[0], tuple(mapped.attrs["dims"]))
+                self.value[n] = n.name
+                return
             if mapped.op == ALIAS:
-                self.value[n] = self._ir_input(mapped.inputs[0])
+                self.value[n] = self._alias(mapped)
+            elif mapped.op == TUPLE:  # parts named after the call: chunk.0, chunk.1
+                label = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", "part")
+                self.value[n] = tuple(None if part is None else self._emit(n, module, part, k, label)
+                                      for k, part in enumerate(mapped.parts))
             else:
-                self._emit(n, module, mapped)
-        except (Unmapped, TypeError, ValueError, IndexError) as e:  # the latter: arguments computed at run time
+                self.value[n] = self._emit(n, module, mapped)
+        except (Unmapped, TypeError, ValueError, IndexError, KeyError) as e:  # the latter: arguments computed at run time
             self._problem(n, str(e) if isinstance(e, Unmapped) else f"cannot read its arguments ({_one_line(e)})")
             self.value[n] = n.name  # later nodes are judged on their own
             self.ir_shapes[n.name] = self._ir_shape(n)
+            self.scope_of.setdefault(n.name, "")
+
+    def _alias(self, mapped: Mapped) -> str | tuple:
+        src = mapped.inputs[0]
+        if "element" not in mapped.attrs:
+            return self._ir_input(src, None)
+        held = self.value.get(src)
+        k = mapped.attrs["element"]
+        if not isinstance(held, tuple) or not -len(held) <= k < len(held):
+            raise Unmapped(f"takes element {k} of '{src.name}', which is not a tuple archlab computes")
+        if held[k] is None:
+            raise Unmapped(f"uses element {k} of '{src.name}', which archlab does not compute (attention weights)")
+        return held[k]
 
     def _ir_shape(self, n: fx.Node) -> tuple[int, ...] | None:
         """An fx value's shape in archlab terms (batch dropped), or None if it has none."""
         s = self.results.get(n)
-        return tuple(s[1:]) if isinstance(s, tuple) and len(s) >= 2 and s[0] == 1 else None
+        return tuple(s[1:]) if isinstance(s, tuple) and len(s) >= 2 and s[0] == BATCH else None
 
-    def _ir_input(self, v: Any) -> str:
-        if not isinstance(v, fx.Node) or self.value.get(v, SCALAR) == SCALAR:
+    def _ir_input(self, v: Any, rank: int | None) -> str:
+        """The IR node holding fx value ``v``; a parameter read as a tensor becomes a
+        ``parameter`` node, broadcast as a tensor of ``rank`` (batch included) sees it."""
+        if isinstance(v, fx.Node) and v.op == "get_attr":
+            return self._parameter(v, rank, None)
+        if v in self.param_views:
+            return self._parameter(self.param_views[v], rank, self.results.get(v))
+        if v in self.pending:
+            dims = self.pending[v][1]
+            raise Unmapped(f"uses '{v.name}', a permutation {dims} that moves the batch dim; archlab keeps it first")
+        held = self.value.get(v) if isinstance(v, fx.Node) else None
+        if held is None:
             raise Unmapped(f"uses {v!r} as a tensor, but it is a size or a constant")
-        return self.value[v]
+        if isinstance(held, tuple):
+            raise Unmapped(f"uses the tuple '{v.name}' as a tensor")
+        return held
 
-    def _emit(self, n: fx.Node, module: torch.nn.Module | None, mapped: Mapped) -> None:
-        stateful = module is not None and any(True for _ in (*module.parameters(), *module.buffers()))
-        if stateful:
-            first = self.stateful_calls.setdefault(n.target, n.name)
-            if first != n.name:
-                raise Unmapped(f"calls module '{n.target}' a second time (first at fx node '{first}'): weight sharing "
-                               "cannot be expressed (every archlab node owns its weights)")
-            for pname, p in module.named_parameters():
-                owner = self.param_owners.setdefault(id(p), f"{n.target}.{pname}")
-                if owner != f"{n.target}.{pname}":
-                    raise Unmapped(f"its parameter '{pname}' is the same tensor as '{owner}': tied weights cannot be "
-                                   "expressed (every archlab node owns its weights)")
-        base = n.target if stateful else n.name
-        expected = self._ir_shape(n)
+    def _name(self, n: fx.Node, op: str, inputs: tuple[str, ...]) -> str:
+        """A parameterless node's name: its module scope and op (``layer1.0.add``);
+        at the model's root, the scope of its first scoped input (``avgpool.flatten``)."""
+        stack = n.meta.get("nn_module_stack") or {}
+        scope = next(reversed(stack)) if stack else ""
+        if n.op == "call_module":
+            base = n.target
+        else:
+            if not scope:  # the first input with a scope (a root-level class token has none)
+                scope = next((self.scope_of[i] for i in inputs if self.scope_of.get(i)), "")
+            base = f"{scope}.{op}" if scope else op
+        name, k = base, 0
+        while name in self.ir_shapes:
+            k += 1
+            name = f"{base}_{k}"
+        return name
+
+    def _emit(self, n: fx.Node, module: torch.nn.Module | None, mapped: Mapped, part: int | None = None,
+              label: str | None = None) -> str:
+        out_rank = len(self.results[n]) if isinstance(self.results.get(n), tuple) else None
+        inputs = tuple(self._ir_input(i, out_rank) for i in mapped.inputs)
+        if mapped.owner is not None:
+            owner = mapped.owner
+            weights = self.modules.get(owner)
+            self._own(owner, list(weights.named_parameters(recurse=False)) if weights is not None else [], n)
+        elif module is not None and any(True for _ in (*module.parameters(), *module.buffers())):
+            owner = n.target
+            self._own(owner, list(module.named_parameters()), n)
+        else:
+            owner = None
+        if part is None:
+            expected = self._ir_shape(n)
+        else:
+            value = self.values.get(n)
+            expected = tuple(value[part].shape[1:]) if isinstance(value, (tuple, list)) and \
+                isinstance(value[part], torch.Tensor) and value[part].shape[:1] == (BATCH,) else None
         if expected is None:
             raise Unmapped(f"its result {fmt_shape(self.results.get(n))} has no batch dimension of its own")
-        steps = [(mapped.op, tuple(self._ir_input(i) for i in mapped.inputs), mapped.attrs),
-                 *[(op, None, attrs) for op, attrs in mapped.then]]
+        steps = [(mapped.op, inputs, mapped.attrs), *[(op, None, attrs) for op, attrs in mapped.then]]
+        if owner is not None:
+            base = owner
+        elif part is not None:
+            base = self._name(n, f"{label.split('.')[-1]}.{part}", inputs)
+        else:
+            base = self._name(n, mapped.op, inputs)
         built: list[tuple[IRNode, tuple[int, ...] | None]] = []
-        for k, (op, inputs, attrs) in enumerate(steps):
+        for k, (op, ins, attrs) in enumerate(steps):
             last = k == len(steps) - 1
-            ir_name = base if last else f"{base}.{op}"
+            ir_name = base if last else f"{base}.{op}" + (f"_{k}" if k else "")
             if ir_name in self.ir_shapes:
                 raise Unmapped(f"its archlab name '{ir_name}' is already taken by another node")
-            if inputs is None:  # a chained step reads the previous one
-                inputs, shapes = (built[-1][0].name,), [built[-1][1]]
+            if ins is None:  # a chained step reads the previous one
+                ins, shapes = (built[-1][0].name,), [built[-1][1]]
             else:
-                shapes = [self.ir_shapes[i] for i in inputs]
+                shapes = [self.ir_shapes[i] for i in ins]
             try:
-                ir = IRNode(ir_name, op, inputs, get_op(op).canonical_attrs(ir_name, attrs))
+                ir = IRNode(ir_name, op, ins, get_op(op).canonical_attrs(ir_name, attrs))
             except ArchlabError as e:
                 raise Unmapped(str(e)) from None
             built.append((ir, self._infer(ir, shapes, expected if last else None)))
+        scope = owner if owner is not None else (n.target if n.op == "call_module" else base.rpartition(".")[0])
         for ir, shape in built:
             self._add(ir, None, shape)
-        self.value[n] = built[-1][0].name
+            self.scope_of[ir.name] = scope
+        return built[-1][0].name
 
     @staticmethod
     def _infer(ir: IRNode, shapes: list, expected: tuple[int, ...] | None) -> tuple[int, ...] | None:
@@ -341,8 +391,12 @@ class _Importer:
             return {}
         out = {}
         for key, v in named.items():
-            if isinstance(v, fx.Node) and self.value.get(v, SCALAR) != SCALAR:
-                out[key] = self.value[v]
+            held = self.value.get(v) if isinstance(v, fx.Node) else None
+            if isinstance(held, str) and held in self.ir_shapes:
+                out[key] = held
+            elif isinstance(v, fx.Node) and (v in self.pending or v in self.param_views):
+                why = f"output '{key}' is a parameter or a permutation that moves the batch dim, not an activation"
+                self.problems.append((output.name, "output", "", why))
             else:
                 why = f"output '{key}' is {v!r}, not a tensor computed from the input"
                 self.problems.append((output.name, "output", "", why))

@@ -1,0 +1,327 @@
+"""Trace a PyTorch model the way it really runs on one example input.
+
+:func:`concrete_trace` is ``torch.fx.symbolic_trace`` with real values riding
+along: every traced node is also executed on the example input (eval mode, no
+grad), so
+
+* ``x.shape``, ``x.size(k)``, ``x.dim()`` and ``len(x)`` are plain Python ints:
+  code that computes padding or window counts from the input size ("same"
+  padding, window partitions) traces, specialised on the example input, as
+  ``torch.export`` specialises it;
+* iterating over a traced tuple (``a, b = x.chunk(2)``) works;
+* every node's result shape is known without a second forward pass
+  (:attr:`ConcreteTracer.values`).
+
+Leaf modules run in eval mode whatever the model's mode (the caller restores
+the flags): batch statistics of a 1-sample input are meaningless and would
+update the running ones. Control flow on tensor *values* (``if x.sum() > 0``) is refused: specialising
+it on one input would silently give another model. Modules are traced through
+down to the leaves that ``is_leaf`` picks (the importer picks those it has a
+rule for); ``torch.fx.wrap``-ped functions are traced through too (their
+insides are plain tensor code), except those ``keep_wrapped`` keeps as one call.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import fx
+from torch.fx.node import map_aggregate
+
+
+class TensorValueControlFlow(RuntimeError):
+    """Python control flow on a tensor's value, which a trace cannot follow."""
+
+
+_VALUE_READS = frozenset(("item", "tolist", "numpy", "__bool__", "__int__", "__float__"))
+BATCH = 1
+"""The example input's batch. One sample keeps the trace as fast as one forward
+pass; since a batch of 1 cannot show an op that moves or merges the batch dim
+(``x.unsqueeze(0)``, ``x[None]``, ``x.squeeze()``), the import rules refuse
+those by their arguments."""
+
+
+class NodeRunError(RuntimeError):
+    """Running a traced node on the example input failed; ``node`` names it, ``__cause__`` says why."""
+
+    def __init__(self, node: fx.Node, cause: BaseException):
+        super().__init__(f"node '{node.name}' failed: {type(cause).__name__}: {cause}")
+        self.node, self.cause = node, cause
+
+
+class ValueProxy(fx.Proxy):
+    """An fx proxy that also holds the real value (``.value``) on the example input."""
+
+    value: Any = None
+
+    def size(self, dim: int | None = None):
+        return self.value.size() if dim is None else self.value.size(dim)
+
+    def dim(self) -> int:
+        return self.value.dim()
+
+    def numel(self) -> int:
+        return self.value.numel()
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.value.dim()
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    @property
+    def device(self):
+        return self.value.device
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.value.is_cuda
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __iter__(self):
+        return iter([self[i] for i in range(len(self.value))])
+
+    def __bool__(self) -> bool:
+        if isinstance(self.value, (tuple, list)):  # emptiness of a traced tuple is a matter of sizes
+            return bool(self.value)
+        raise TensorValueControlFlow(f"'{self.node.name}': Python control flow on a tensor's value (if/while/assert)")
+
+    def _number(self):
+        raise TensorValueControlFlow(f"'{self.node.name}': a tensor's value used as a Python number")
+
+    __index__ = __int__ = __float__ = _number
+
+
+class ConcreteTracer(fx.Tracer):
+    """An fx tracer that executes what it records (see the module docstring).
+
+    Args:
+        example: the example input (a tensor with its batch dimension).
+        is_leaf: ``(module, qualified_name) -> bool``: modules not traced through.
+        keep_wrapped: ``qualified name -> bool``: functions registered with
+            ``torch.fx.wrap`` recorded as one call (the others are traced through).
+    """
+
+    def __init__(self, example: torch.Tensor, is_leaf: Callable[[torch.nn.Module, str], bool],
+                 keep_wrapped: Callable[[str], bool] = lambda name: False):
+        super().__init__()
+        self.example = example
+        self._is_leaf = is_leaf
+        self.keep_wrapped = keep_wrapped
+        self.values: dict[fx.Node, Any] = {}
+        self._placeholders = 0
+        self._executing = False
+
+    def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
+        return self._is_leaf(m, module_qualified_name)
+
+    # While a value is computed, the tracer's patches of nn.Module.__call__ and
+    # __getattr__ step aside: a leaf's insides run as plain torch code.
+    def call_module(self, m, forward, args, kwargs):
+        if self._executing:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self._executing:
+            return attr_val
+        if isinstance(attr_val, torch.nn.Parameter):  # fx scans every parameter per read: look the name up
+            name = self._param_names.get(id(attr_val))
+            if name is not None:
+                if name not in parameter_proxy_cache:
+                    parameter_proxy_cache[name] = self.create_proxy("get_attr", name, (), {})
+                return parameter_proxy_cache[name]
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def proxy(self, node: fx.Node) -> ValueProxy:
+        return ValueProxy(node, self)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        if kind != "output":
+            try:
+                value = self._run(kind, target, args, kwargs)
+            except (TensorValueControlFlow, NodeRunError):
+                raise
+            except Exception as e:
+                raise NodeRunError(proxy.node, e) from e
+            self.values[proxy.node] = value
+            if isinstance(proxy, ValueProxy):
+                proxy.value = value
+        return proxy
+
+    def _run(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+        def value(a: Any) -> Any:  # a ValueProxy, or an fx Attribute proxy (``x.T``) whose node holds it
+            return self.values[a.node] if isinstance(a, fx.Proxy) else a
+
+        vargs = map_aggregate(args, value)
+        vkwargs = map_aggregate(kwargs, value)
+        self._executing = True  # module calls and attribute reads inside are torch's own (see call_module)
+        try:
+            return self._execute(kind, target, vargs, vkwargs)
+        finally:
+            self._executing = False
+
+    def _execute(self, kind: str, target: Any, vargs: Any, vkwargs: Any) -> Any:
+        if kind == "placeholder":
+            self._placeholders += 1
+            return self.example if self._placeholders == 1 else (vargs[0] if vargs else None)
+        if kind == "get_attr":
+            return self.fetch(target)
+        if kind == "call_function":
+            return target(*vargs, **vkwargs)
+        if kind == "call_method":
+            if target in _VALUE_READS:
+                raise TensorValueControlFlow(f"'{target}()' reads a tensor's value into Python")
+            return getattr(vargs[0], target)(*vargs[1:], **vkwargs)
+        if kind == "call_module":
+            module = self.root.get_submodule(target)
+            if module.training:
+                module.eval()  # a leaf runs as at inference (batch norm on running statistics, no dropout);
+            return module(*vargs, **vkwargs)  # the caller restores every module's flag after the trace
+        raise AssertionError(kind)
+
+    def fetch(self, target: str) -> Any:
+        obj = self.root
+        for part in target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def value_of(self, node: fx.Node) -> Any:
+        """The node's value; constants fx adds without a proxy (``_tensor_constant0``)
+        are read from the root."""
+        if node not in self.values and node.op == "get_attr":
+            self.values[node] = self.fetch(node.target)
+        return self.values.get(node)
+
+    def trace(self, root, concrete_args=None):
+        self._param_names = {}
+        if isinstance(root, torch.nn.Module):
+            for name, p in root.named_parameters():
+                self._param_names.setdefault(id(p), name)
+        with self._wrapped_patching():
+            return super().trace(root, concrete_args)
+
+    @contextlib.contextmanager
+    def _wrapped_patching(self):
+        """Functions registered with ``torch.fx.wrap`` are traced through, instead of
+        recorded as one opaque call, unless ``keep_wrapped`` keeps them."""
+        from torch.fx import _symbolic_trace as st
+
+        saved = dict(st._wrapped_fns_to_patch)
+        for key, frame in saved.items():
+            if not self.keep_wrapped(f"{frame.get('__name__', '?')}.{key[1]}"):
+                del st._wrapped_fns_to_patch[key]
+        try:
+            yield
+        finally:
+            st._wrapped_fns_to_patch.clear()
+            st._wrapped_fns_to_patch.update(saved)
+
+
+def concrete_trace(module: torch.nn.Module, example: torch.Tensor,
+                   is_leaf: Callable[[torch.nn.Module, str], bool], *,
+                   keep_wrapped: Callable[[str], bool] = lambda name: False) -> tuple[fx.Graph, ConcreteTracer]:
+    """Trace ``module`` (in its current mode; the caller sets eval and no_grad)
+    on ``example``; returns the fx graph and the tracer holding each node's value
+    (``fx.GraphModule(tracer.root, graph)`` makes it a module).
+    ``forward``'s arguments after the first that have defaults (timm's
+    ``attn_mask=None``) are specialised on those defaults."""
+    import inspect
+
+    tracer = ConcreteTracer(example, is_leaf, keep_wrapped)
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    fixed = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    graph = tracer.trace(module, concrete_args=fixed or None)
+    return graph, tracer
+
+
+def one_line(e: BaseException) -> str:
+    """``TypeError: first line of the message``, at most about 300 characters."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.Graph, dict[fx.Node, Any]]:
+    """:func:`concrete_trace` for :func:`archlab.torchio.from_torch`: the model runs on
+    zeros of ``input_shape`` (batch :data:`BATCH`) with the importer's leaves; its training
+    flags and buffers are restored. Returns the fx graph and each node's value.
+
+    Raises:
+        ImportTorchError: one line naming the failing node or the model's own line.
+    """
+    from archlab.errors import ImportTorchError, fmt_shape
+    from archlab.torchio.import_rules import has_named_rule, is_leaf
+
+    import inspect
+
+    cls = type(module).__qualname__
+    if any(d <= 0 for d in input_shape):
+        raise ImportTorchError(f"from_torch({cls}): input_shape {fmt_shape(input_shape)} has a size <= 0; give "
+                               "one sample's shape without the batch, e.g. (3, 224, 224)")
+    try:
+        params = list(inspect.signature(module.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    required = [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(required) > 1:
+        raise ImportTorchError(f"cannot import {cls}: forward takes {len(required)} tensor inputs "
+                               f"({', '.join(required)}); from_torch imports single-input models")
+    first = next((p for p in module.parameters() if p.is_floating_point()), None)
+    dtype, device = (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
+    flags = {m: m.training for m in module.modules()}
+    saved = {k: b.clone() for k, b in module.named_buffers()}  # code that writes a buffer is undone
+    example = torch.zeros((BATCH, *input_shape), dtype=dtype, device=device)
+    try:
+        with torch.no_grad():
+            gm, tracer = concrete_trace(module, example, is_leaf, keep_wrapped=has_named_rule)
+    except TensorValueControlFlow as e:
+        raise ImportTorchError(
+            f"cannot import {cls}: {e}; archlab follows the model on one example input, so branch on sizes "
+            "(x.shape) or on module attributes, not on tensor values") from None
+    except NodeRunError as e:
+        n = e.node
+        what = f" (module '{n.target}')" if n.op == "call_module" else ""
+        raise ImportTorchError(
+            f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed at node "
+            f"'{n.name}'{what} ({one_line(e.cause)}); check input_shape (batch excluded)") from None
+    except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError; the model's own errors
+        where = _model_frame(e)
+        raise ImportTorchError(
+            f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed{where} "
+            f"({one_line(e)}); check input_shape (batch excluded), or make forward traceable by torch.fx"
+        ) from None
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+        if saved:
+            with torch.no_grad():
+                for k, b in module.named_buffers():
+                    b.copy_(saved[k])
+    values = {n: tracer.value_of(n) for n in gm.nodes if n.op != "output"}
+    return gm, values
+
+
+def _model_frame(e: BaseException) -> str:
+    """`` at torchvision/models/resnet.py:97``: the last frame of the model's own code."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if "/torch/" not in f.filename and "/archlab/" not in f.filename]
+    return f" at {'/'.join(frames[-1].filename.split('/')[-3:])}:{frames[-1].lineno}" if frames else ""
