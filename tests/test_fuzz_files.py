@@ -85,7 +85,7 @@ def _transformer() -> str:
     d = b.div(b.sub(h, s), b.scalar(b.reduce(h, "amax", [2], keepdim=True), "add", 1.0))
     g = b.group_norm(b.pad(b.stack([d, t], dim=1), [1, 1]), 1)
     sel = b.select(b.select(b.slice(g, 3, 1, -1), 2, 0), 1, 0)
-    b.output(b.linear(sel, 10))
+    b.output(b.linear(b.batch_norm1d(sel), 10))
     return dump(b.build())
 
 

@@ -97,6 +97,8 @@ CASES = {
     "group_norm": ([(6, 4, 5)], lambda b, x: b.group_norm(x, 3, name="gn"),
                    lambda m, x: F.group_norm(x, 3, m.gn.weight, m.gn.bias)),
     "group_norm_no_affine": ([(6, 5)], lambda b, x: b.group_norm(x, 2, affine=False), lambda m, x: F.group_norm(x, 2)),
+    "batch_norm1d_features": ([(6,)], lambda b, x: b.batch_norm1d(x, name="bn"), lambda m, x: m.bn(x)),
+    "batch_norm1d_sequence": ([(6, 5)], lambda b, x: b.batch_norm1d(x, affine=False, name="bn"), lambda m, x: m.bn(x)),
     "linear_tokens": ([(5, 8)], lambda b, x: b.linear(x, 3, name="fc"), lambda m, x: x @ m.fc.weight.T + m.fc.bias),
     "linear_rank3": ([(2, 5, 8)], lambda b, x: b.linear(x, 3, bias=False, name="fc"), lambda m, x: x @ m.fc.weight.T),
     "permute": ([(3, 4, 5)], lambda b, x: b.permute(x, [0, 2, 3, 1]), lambda m, x: x.permute(0, 2, 3, 1)),

@@ -59,6 +59,32 @@ class BatchNorm2d(Op):
         return ctx.call_module(node, mod, args)
 
 
+@register_op
+class BatchNorm1d(BatchNorm2d):
+    """``torch.nn.BatchNorm1d`` on ``(C,)`` features or ``(C, L)`` sequences (MLP
+    heads, RepViT's classifier); the rules are batch_norm2d's, per element."""
+
+    name = "batch_norm1d"
+    doc = "batch normalisation over channels of a (C,) or (C, L) input"
+
+    def infer_shape(self, node, shapes):
+        (shape,) = shapes
+        if len(shape) not in (1, 2):
+            raise self.shape_error(ShapeError, node, shapes, "batch_norm1d needs a (C,) or (C, L) input",
+                                   fix="use batch_norm2d on a CxHxW input")
+        return shape
+
+    def emit(self, ctx, node, args, shapes):
+        import torch.nn as nn
+
+        a = node.attrs
+        mod = nn.BatchNorm1d(
+            shapes[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"],
+            track_running_stats=a["track_running_stats"],
+        )
+        return ctx.call_module(node, mod, args)
+
+
 def _norm_stats(n: int, affine: bool) -> tuple[Saved, Saved]:
     """The per-row mean and inverse std a layer/group norm kernel returns and
     autograd saves: in the parameters' dtype when the norm is affine (PyTorch's

@@ -21,7 +21,7 @@ from torch import fx
 from archlab.errors import fmt_shape
 from archlab.torchio.import_rules import (
     ALIAS, AVG_POOL, MAX_POOL, TUPLE, Mapped, Rule, Site, Unmapped, adaptive_avg_pool, avg_pool,
-    batch_norm_attrs, conv2d_attrs, max_pool,
+    batch_norm_attrs, batch_norm_op, conv2d_attrs, max_pool,
 )
 
 
@@ -122,7 +122,8 @@ def _batch_norm(s: Site) -> Mapped:
         raise Unmapped("batch norm with only one of weight and bias, or without running statistics")
     module = s.module_at(owner)
     attrs = batch_norm_attrs(module, a["eps"], a["momentum"], a["weight"] is not None, True)
-    return Mapped("batch_norm2d", (s.tensor(a["input"]),), attrs, owner=owner)
+    x = s.tensor(a["input"])
+    return Mapped(batch_norm_op(s, x), (x,), attrs, owner=owner)
 
 
 def _layer_norm(s: Site) -> Mapped:

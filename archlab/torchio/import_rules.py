@@ -312,10 +312,18 @@ def batch_norm_attrs(m: nn.Module | None, eps: float, momentum: float | None, af
     return dict(eps=eps, momentum=momentum, affine=affine, track_running_stats=tracked)
 
 
+def batch_norm_op(s: Site, x: fx.Node) -> str:
+    """``batch_norm2d`` on NxCxHxW, ``batch_norm1d`` on NxC and NxCxL."""
+    rank = len(s.shape(x))
+    if rank not in (2, 3, 4):
+        raise Unmapped(f"batch norm on a {fmt_shape(s.shape(x))} tensor; archlab's take NxC, NxCxL or NxCxHxW")
+    return "batch_norm2d" if rank == 4 else "batch_norm1d"
+
+
 def _batch_norm(s: Site) -> Mapped:
     m: nn.BatchNorm2d = s.module
-    return Mapped("batch_norm2d", (s.module_input(),),
-                  batch_norm_attrs(m, m.eps, m.momentum, m.affine, m.track_running_stats))
+    x = s.module_input()
+    return Mapped(batch_norm_op(s, x), (x,), batch_norm_attrs(m, m.eps, m.momentum, m.affine, m.track_running_stats))
 
 
 def _layer_norm(s: Site) -> Mapped:
@@ -360,6 +368,7 @@ MODULE_RULES: dict[type, Rule] = {
     nn.Conv2d: _conv2d,
     nn.Linear: _linear,
     nn.BatchNorm2d: _batch_norm,
+    nn.BatchNorm1d: _batch_norm,
     nn.LayerNorm: _layer_norm,
     nn.GroupNorm: _group_norm,
     nn.ReLU: _activation_module("relu"),
