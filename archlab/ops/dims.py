@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
-from archlab.errors import ShapeError, fmt_shape
+from archlab.errors import ShapeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.ops.base import Op, Shape

@@ -28,7 +28,6 @@ from archlab.errors import fmt_shape
 
 ALIAS = "<alias>"  # the node's value is its first input (contiguous, dropout with training=False)
 TUPLE = "<tuple>"  # the node's value is a tuple of tensors (split, chunk, unbind): Mapped.parts, read by getitem
-SCALAR = "<scalar>"  # marks a Python value such as a size; view/reshape rules read the traced shapes instead
 
 
 class Unmapped(Exception):
