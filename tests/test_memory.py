@@ -7,7 +7,7 @@ import torch
 import torch.fx
 
 import archlab
-from archlab.analysis.measure import allocator_peak_bytes, tensor_peak_bytes
+from archlab.analysis.measure import allocator_peak_bytes, saved_tensor_bytes, tensor_peak_bytes
 from archlab.analysis.memory import activation_memory, training_memory, unsupported_ops
 from archlab.errors import ArchlabError
 from archlab.ops.base import Op, all_ops, register_op
@@ -30,26 +30,6 @@ BATCH = 2
 
 
 # -- what PyTorch really does ----------------------------------------------------------
-def measured_saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """Bytes of the distinct storages autograd saves in a training forward,
-    parameters and buffers excluded."""
-    module.train()
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
-    saved: dict[int, torch.Tensor] = {}  # keeps every saved storage alive, so no address is reused
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in own:
-            saved.setdefault(ptr, t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = module(x)
-    total = sum(t.untyped_storage().nbytes() for t in saved.values())
-    del out
-    return total
-
-
 class LiveBytes(torch.fx.Interpreter):
     """Runs a GraphModule and records, after each node, the bytes of the distinct
     storages held in its environment (the Interpreter drops a value after its
@@ -271,7 +251,7 @@ def test_peak_holds_inputs_and_output_of_the_running_node():
 def test_saved_for_backward_equals_what_autograd_saves(compiled):
     graph, module, x = compiled
     assert training_memory(graph, batch=BATCH, dtype="float32", optimizer="sgd").activations == \
-        measured_saved_bytes(module, x)
+        saved_tensor_bytes(module, x)
 
 
 def test_resnet50_training_memory_is_the_sum_of_its_parts():

@@ -12,6 +12,7 @@ import torch
 
 import archlab
 from archlab.analysis import analyze, mac_counts
+from archlab.analysis.measure import saved_tensor_bytes
 from archlab.analysis.memory import training_memory
 from archlab.errors import ArchlabError
 from archlab.ops.base import CONVENTIONS
@@ -158,18 +159,7 @@ def test_zero_edges_pass_nothing_on():
 
 def test_training_memory_of_zero_edges_is_what_autograd_saves():
     g = nb201_graph(ALL_OPS_ARCH, input_shape=(3, 16, 16))
-    module = archlab.to_module(g).train()
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
-    saved: dict[int, torch.Tensor] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in own:
-            saved.setdefault(t.untyped_storage().data_ptr(), t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(torch.randn(2, 3, 16, 16))
-    measured = sum(t.untyped_storage().nbytes() for t in saved.values())
+    measured = saved_tensor_bytes(archlab.to_module(g), torch.randn(2, 3, 16, 16))
     assert training_memory(g, batch=2, dtype="float32", optimizer="sgd").activations == measured
 
 

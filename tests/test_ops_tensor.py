@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import archlab
 from archlab.analysis.counts import mac_counts
-from archlab.analysis.measure import tensor_peak_bytes
+from archlab.analysis.measure import saved_tensor_bytes, tensor_peak_bytes
 from archlab.analysis.memory import activation_memory, training_memory
 from archlab.analysis.receptive_field import receptive_fields
 from archlab.errors import ShapeError
@@ -57,25 +57,6 @@ def _fvcore(module, shapes) -> int:
         fca = FlopCountAnalysis(module.eval(), tuple(torch.zeros(BATCH, *s) for s in shapes))
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         return int(fca.total())
-
-
-def _saved_bytes(module, xs) -> int:
-    """Bytes of the distinct storages autograd saves in a training forward,
-    parameters and buffers excluded (``tests/test_memory.py``'s measure, any
-    number of inputs)."""
-    module.train()
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
-    saved: dict[int, torch.Tensor] = {}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in own:
-            saved.setdefault(t.untyped_storage().data_ptr(), t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = module(*xs)
-    del out
-    return sum(t.untyped_storage().nbytes() for t in saved.values())
 
 
 # -- the cases ----------------------------------------------------------------------------------------
@@ -201,7 +182,7 @@ def test_saved_for_backward_equals_what_autograd_saves(name):
     shapes = CASES[name][0]
     g = _graph(name, grad=True)
     m = archlab.to_module(g)
-    assert training_memory(g, batch=BATCH, optimizer="sgd").activations == _saved_bytes(m, _inputs(shapes))
+    assert training_memory(g, batch=BATCH, optimizer="sgd").activations == saved_tensor_bytes(m, *_inputs(shapes))
 
 
 def test_attention_macs_per_convention():
@@ -317,7 +298,7 @@ def test_tiny_vision_transformer_end_to_end():
     assert mac_counts(g, "torchvision").total * BATCH == flop_counter_macs(m, (3, 16, 16), batch=BATCH)
     xs = _inputs([(3, 16, 16)])
     assert activation_memory(g, batch=BATCH).peak_bytes == tensor_peak_bytes(archlab.to_module(g), *xs)
-    assert training_memory(g, batch=BATCH, optimizer="sgd").activations == _saved_bytes(archlab.to_module(g), xs)
+    assert training_memory(g, batch=BATCH, optimizer="sgd").activations == saved_tensor_bytes(archlab.to_module(g), *xs)
     assert load(dump(g)) == g
     assert receptive_fields(g)["head"].is_global
 

@@ -16,6 +16,7 @@ import torchvision
 
 import archlab
 from archlab.analysis import analyze, mac_counts
+from archlab.analysis.measure import saved_tensor_bytes
 from archlab.analysis.memory import activation_memory, training_memory
 from archlab.analysis.receptive_field import receptive_fields
 from archlab.errors import ArchlabError
@@ -204,17 +205,6 @@ def test_analyze_runs(name):
 
 def test_crop_is_a_view_and_unpooling_saves_no_second_copy_of_the_indices():
     g = archlab.get_model("segnet", input_shape=(3, 19, 23))
-    module = archlab.to_module(g).train()
-    saved: dict[int, torch.Tensor] = {}
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() not in own:
-            saved.setdefault(t.untyped_storage().data_ptr(), t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(torch.randn(2, 3, 19, 23))
-    measured = sum(t.untyped_storage().nbytes() for t in saved.values())
+    measured = saved_tensor_bytes(archlab.to_module(g), torch.randn(2, 3, 19, 23))
     assert training_memory(g, batch=2, optimizer="sgd").activations == measured
     assert activation_memory(archlab.get_model("fcn8s")).alias_of["score"] == "upscore8"

@@ -16,7 +16,11 @@ caller holds through the forward:
   workspaces), which no graph-level count can, and on CUDA the caching
   allocator's rounding of each block to 512 bytes.
 
-Both need torch; nothing else in :mod:`archlab.analysis` does.
+And one of a training forward: :func:`saved_tensor_bytes`, the bytes autograd
+saves for backward, which :func:`~archlab.analysis.train_memory.training_memory`'s
+``activations`` defines.
+
+These need torch; nothing else in :mod:`archlab.analysis` does.
 """
 from __future__ import annotations
 
@@ -52,6 +56,29 @@ def _warm_up(module, inputs) -> None:
     module.eval()
     with torch.no_grad():
         module(*inputs)
+
+
+def saved_tensor_bytes(module, *inputs) -> int:
+    """Bytes of the distinct storages autograd saves in a training forward of
+    ``module(*inputs)`` (put in train mode), parameters and buffers excluded:
+    what ``training_memory(...).activations`` counts."""
+    import torch
+
+    module.train()
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
+    saved: dict[int, torch.Tensor] = {}  # keeps every saved storage alive, so no address is reused
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in own:
+            saved.setdefault(ptr, t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = module(*inputs)
+    total = sum(t.untyped_storage().nbytes() for t in saved.values())
+    del out
+    return total
 
 
 def tensor_peak_bytes(module, *inputs) -> int:

@@ -48,11 +48,13 @@ class BatchNorm2d(Op):
         buffers = 2 * c * 4 + 8 if node.attrs["track_running_stats"] else 0
         return MemoryRule(saved_inputs=(0,), saved_extra=stats, buffer_bytes=buffers, table_row=False)
 
+    torch_module = "BatchNorm2d"  # the torch.nn class emit builds
+
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn
 
         a = node.attrs
-        mod = nn.BatchNorm2d(
+        mod = getattr(nn, self.torch_module)(
             shapes[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"],
             track_running_stats=a["track_running_stats"],
         )
@@ -74,15 +76,7 @@ class BatchNorm1d(BatchNorm2d):
                                    fix="use batch_norm2d on a CxHxW input")
         return shape
 
-    def emit(self, ctx, node, args, shapes):
-        import torch.nn as nn
-
-        a = node.attrs
-        mod = nn.BatchNorm1d(
-            shapes[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"],
-            track_running_stats=a["track_running_stats"],
-        )
-        return ctx.call_module(node, mod, args)
+    torch_module = "BatchNorm1d"
 
 
 def _norm_stats(n: int, affine: bool) -> tuple[Saved, Saved]:
