@@ -88,3 +88,15 @@ def test_import_restores_buffers_and_flags_of_a_training_model():
     with pytest.raises(ImportTorchError, match="training mode"):
         archlab.from_torch(model, (3, 4, 4))
     assert model.training and torch.equal(model.bn.running_var, torch.ones(3))  # the run set it to 0.9
+
+
+def test_item_assignment_on_a_traced_tensor_is_one_line_naming_it():
+    class Masked(nn.Module):
+        def forward(self, x):
+            mask = x.new_zeros(x.shape[-2:])
+            mask[1:, :2] = 1.0  # as Swin builds its attention mask
+            return x + mask
+
+    with pytest.raises(ImportTorchError, match=r"item assignment \(x\[\.\.\.\] = v\).*functional") as info:
+        archlab.from_torch(Masked(), (3, 4, 4))
+    assert "\n" not in str(info.value)

@@ -35,6 +35,10 @@ class TensorValueControlFlow(RuntimeError):
     """Python control flow on a tensor's value, which a trace cannot follow."""
 
 
+class ItemAssignment(RuntimeError):
+    """``x[i] = v`` on a traced tensor: an in-place write the functional IR cannot hold."""
+
+
 _VALUE_READS = frozenset(("item", "tolist", "numpy", "__bool__", "__int__", "__float__"))
 BATCH = 1
 """The example input's batch. One sample keeps the trace as fast as one forward
@@ -96,6 +100,9 @@ class ValueProxy(fx.Proxy):
             return bool(self.value)
         raise TensorValueControlFlow(f"'{self.node.name}': Python control flow on a tensor's value (if/while/assert)")
 
+    def __setitem__(self, index, value):
+        raise ItemAssignment(f"'{self.node.name}': item assignment (x[...] = v) writes a traced tensor in place")
+
     def _number(self):
         raise TensorValueControlFlow(f"'{self.node.name}': a tensor's value used as a Python number")
 
@@ -151,7 +158,7 @@ class ConcreteTracer(fx.Tracer):
         if kind != "output":
             try:
                 value = self._run(kind, target, args, kwargs)
-            except (TensorValueControlFlow, NodeRunError):
+            except (TensorValueControlFlow, NodeRunError, ItemAssignment):
                 raise
             except Exception as e:
                 raise NodeRunError(proxy.node, e) from e
@@ -295,6 +302,10 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
         raise ImportTorchError(
             f"cannot import {cls}: {e}; archlab follows the model on one example input, so branch on sizes "
             "(x.shape) or on module attributes, not on tensor values") from None
+    except ItemAssignment as e:
+        raise ImportTorchError(
+            f"cannot import {cls}: {e}; archlab graphs are functional: build the tensor from ops instead "
+            "(torch.where, cat)") from None
     except NodeRunError as e:
         n = e.node
         what = f" (module '{n.target}')" if n.op == "call_module" else ""
