@@ -1,4 +1,4 @@
-"""Benchmark: archlab's samplers on NAS-Bench-201 CIFAR-10, and the engine's per-trial overhead.
+"""Benchmark: archlab's samplers on NAS-Bench-201 (CIFAR-10, CIFAR-100, ImageNet16-120), and the engine's per-trial overhead.
 
 Run: ``python benchmarks/nb201_samplers.py`` (full protocol: 10 seeds x 300
 evaluations x random, tpe, evolution, reinforce, nsga2, then the SQLite
@@ -42,6 +42,12 @@ overhead; ~5 minutes on 2 cores). ``--quick`` is a smoke run (3 seeds x 60).
    build, analyzers, YAML dump) and, from one more ``random`` run, the time in
    the worker storage's transactions and study reads, and its commits per trial.
 
+``--dataset`` picks the benchmark's datasets (default ``cifar10``; a comma-
+separated list runs the searches on each in turn): ``cifar10`` (``cifar10-valid``),
+``cifar100`` and ``ImageNet16-120`` (``imagenet``), the ``nasbench201``,
+``nasbench201_cifar100`` and ``nasbench201_imagenet`` spaces. Each dataset's
+table gives the regret against its own optimum.
+
 Sampler specs take documented constructor options after colons, e.g.
 ``--samplers random,reinforce,reinforce:lr=0.003:entropy_weight=0.001``.
 """
@@ -61,6 +67,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # search_spaces/ is a top-level package of the repository
 
 DEFAULT_SAMPLERS = "random,tpe,evolution,reinforce,nsga2"
+# --dataset name -> (archlab space, NB201Evaluator dataset, name printed)
+DATASETS = {"cifar10": ("nasbench201", "cifar10", "CIFAR-10 (cifar10-valid)"),
+            "cifar100": ("nasbench201_cifar100", "cifar100", "CIFAR-100"),
+            "imagenet16-120": ("nasbench201_imagenet", "imagenet", "ImageNet16-120")}
+_ALIASES = {"imagenet": "imagenet16-120", "imagenet16": "imagenet16-120"}
 TARGET_OVERHEAD_S = 0.050
 
 
@@ -122,19 +133,20 @@ def run_quality(task: tuple) -> dict:
     from archlab.search.engine import SearchConfig, Worker
     from search_spaces.nasbench201 import NB201Evaluator
 
-    spec, seed, trials, reward = task
+    spec, seed, trials, reward, dataset = task
+    space, table_name, _ = DATASETS[dataset]
     name, options = parse_spec(spec)
     objectives = ("reward", "params") if name == "nsga2" else ("reward",)
     t0 = time.perf_counter()
     cfg = SearchConfig(
-        space="nasbench201", sampler=name, n_trials=trials, seed=seed,
+        space=space, sampler=name, n_trials=trials, seed=seed,
         storage=optuna.storages.InMemoryStorage(), study=f"{spec}-{seed}", heartbeat_interval=None,
         objectives=objectives, sampler_options=options,
         evaluator_options={"reduce": "sample", "seed": 10_000 + seed} if reward == "sample" else {})
     worker = Worker.open(cfg)
     result = worker.run()
     wall = time.perf_counter() - t0
-    truth = NB201Evaluator("cifar10")  # the mean over recorded runs, whatever the reward was
+    truth = NB201Evaluator(table_name)  # the mean over recorded runs, whatever the reward was
     done = sorted((t for t in result.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
                   key=lambda t: t.number)
     curve, seen, best_reward, best_true = [], set(), -float("inf"), float("nan")
@@ -164,11 +176,11 @@ def permutation_p(a: list[float], b: list[float], *, one_sided: bool, n: int = 2
     return float((hits.sum() + 1) / (n + 1))
 
 
-def quality(args, specs: list[str]) -> dict:
+def quality(args, specs: list[str], dataset: str = "cifar10") -> dict:
     import multiprocessing as mp
 
     seeds = range(args.seed_offset, args.seed_offset + args.seeds)
-    tasks = [(spec, seed, args.trials, args.reward) for seed in seeds for spec in specs]
+    tasks = [(spec, seed, args.trials, args.reward, dataset) for seed in seeds for spec in specs]
     # the slow ones first so both processes finish together
     tasks.sort(key=lambda t: (parse_spec(t[0])[0] not in ("tpe", "reinforce"), t[1]))
     results: dict[str, list[dict]] = {s: [] for s in specs}
@@ -222,14 +234,27 @@ def summarize_quality(q: dict, specs: list[str], opt: float, sorted_means) -> tu
         name = parse_spec(s)[0]
         m = float(np.mean(finals[s]))
         v = {"mean": m, "found_optimum": found[s], "n": len(finals[s]),
+             "at": {str(c): {"mean": float(np.mean([r["curve"][c - 1] for r in res[s]])),
+                             "std": float(np.std([r["curve"][c - 1] for r in res[s]], ddof=1)),
+                             "regret": opt - float(np.mean([r["curve"][c - 1] for r in res[s]]))}
+                    for c in cps},
              "top_pct": float(100 * np.mean([1 - np.searchsorted(sorted_means, x, "left") / len(sorted_means)
                                             for x in finals[s]]))}
+        at = {c: {x: [r["curve"][c - 1] for r in res[x]] for x in specs} for c in cps}
         if base and s != base and name != "random":
             v["vs_random"] = {"diff": m - float(np.mean(finals[base])),
                               "p_one_sided": permutation_p(finals[s], finals[base], one_sided=True)}
+            for c in cps:
+                v["at"][str(c)]["vs_random"] = {
+                    "diff": float(np.mean(at[c][s]) - np.mean(at[c][base])),
+                    "p_one_sided": permutation_p(at[c][s], at[c][base], one_sided=True)}
         if tpe and name == "reinforce":
             v["vs_tpe"] = {"diff": m - float(np.mean(finals[tpe])),
                            "p_two_sided": permutation_p(finals[s], finals[tpe], one_sided=False)}
+            for c in cps:
+                v["at"][str(c)]["vs_tpe"] = {
+                    "diff": float(np.mean(at[c][s]) - np.mean(at[c][tpe])),
+                    "p_two_sided": permutation_p(at[c][s], at[c][tpe], one_sided=False)}
         verdicts[s] = v
     return "\n".join(lines), verdicts
 
@@ -376,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samplers", default=DEFAULT_SAMPLERS,
                    help=f"comma-separated sampler specs, name[:key=value...] (default {DEFAULT_SAMPLERS})")
     p.add_argument("--checkpoints", default="50,100,300", help="evaluation counts reported (default 50,100,300)")
+    p.add_argument("--dataset", default="cifar10",
+                   help="comma-separated: cifar10, cifar100, ImageNet16-120 (default cifar10)")
     p.add_argument("--reward", choices=("mean", "sample"), default="mean",
                    help="reward fed to the samplers: mean over recorded runs (default) or one sampled run")
     p.add_argument("--jobs", type=int, default=2, help="processes for the quality runs (default 2)")
@@ -391,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         args.checkpoints = "20,50,60"
     args.checkpoints = sorted({int(c) for c in args.checkpoints.split(",") if c.strip()} | {args.trials})
     specs = [s.strip() for s in args.samplers.split(",") if s.strip()]
+    datasets = []
+    for d in args.dataset.split(","):
+        key = _ALIASES.get(d.strip().lower(), d.strip().lower())
+        if key not in DATASETS:
+            print(f"error: unknown dataset {d!r}; choose from cifar10, cifar100, ImageNet16-120", file=sys.stderr)
+            return 2
+        datasets.append(key)
     quiet()
     from archlab.errors import ArchlabError
     from archlab.search.samplers import make_sampler
@@ -404,24 +438,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     t_start = time.perf_counter()
-    opt, opt_index, sorted_means = table_stats()
     from search_spaces.nasbench201 import index_to_arch
 
-    print(f"NAS-Bench-201 CIFAR-10 (cifar10-valid), {len(sorted_means)} cells; reward: "
-          f"{'mean over recorded runs' if args.reward == 'mean' else 'one recorded run, sampled per query'} "
-          f"of the validation accuracy (%)")
-    print(f"global optimum: {opt:.3f}% mean val acc, cell {opt_index} {index_to_arch(opt_index)}")
-    print(f"{args.seeds} seeds ({args.seed_offset}..{args.seed_offset + args.seeds - 1}) x {args.trials} "
-          f"evaluations x {len(specs)} samplers, in-memory storage, "
-          f"{args.jobs} process(es)\n", flush=True)
-    raw: dict = {"optimum": opt, "optimum_index": opt_index, "args": vars(args)}
-    if not args.no_quality:
-        q = quality(args, specs)
+    raw: dict = {"argv": sys.argv if argv is None else ["nb201_samplers.py", *argv], "args": vars(args),
+                 "datasets": {}}
+    for ds in datasets:
+        space, table_name, title = DATASETS[ds]
+        opt, opt_index, sorted_means = table_stats(table_name)
+        print(f"NAS-Bench-201 {title}, {len(sorted_means)} cells; reward: "
+              f"{'mean over recorded runs' if args.reward == 'mean' else 'one recorded run, sampled per query'} "
+              f"of the validation accuracy (%)")
+        print(f"global optimum: {opt:.3f}% mean val acc, cell {opt_index} {index_to_arch(opt_index)}")
+        print(f"{args.seeds} seeds ({args.seed_offset}..{args.seed_offset + args.seeds - 1}) x {args.trials} "
+              f"evaluations x {len(specs)} samplers, in-memory storage, "
+              f"{args.jobs} process(es)\n", flush=True)
+        out = raw["datasets"][ds] = {"optimum": opt, "optimum_index": opt_index, "space": space}
+        if args.no_quality:
+            continue
+        q = quality(args, specs, ds)
         tbl, verdicts = summarize_quality(q, specs, opt, sorted_means)
-        raw.update(quality=q, verdicts=verdicts)
+        out.update(quality=q, verdicts=verdicts, table=tbl)
         last = q["checkpoints"][-1]
         print(f"\nquality runs: {q['wall_s']:.0f} s wall\n")
-        print(f"NAS-Bench-201 CIFAR-10, best validation accuracy (%) found, mean ± std over {args.seeds} seeds; "
+        print(f"NAS-Bench-201 {title}, best validation accuracy (%) found, mean ± std over {args.seeds} seeds; "
               f"regret vs the global optimum {opt:.2f}%:\n")
         print(tbl)
         print()
@@ -438,7 +477,13 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = ("better than" if d["diff"] > 0 and d["p_two_sided"] < 0.05 else
                            "within noise of" if d["p_two_sided"] >= 0.05 else "WORSE than")
                 bits.append(f"vs tpe {d['diff']:+.3f} (p={d['p_two_sided']:.3f}, two-sided): {verdict} tpe")
+                bits.append("per checkpoint vs tpe: " + ", ".join(
+                    f"@{c} {a['vs_tpe']['diff']:+.3f} (p={a['vs_tpe']['p_two_sided']:.3f})"
+                    for c, a in v["at"].items()))
             print("; ".join(bits))
+        print(flush=True)
+        if args.json:  # after each dataset, so an interrupted run keeps what it finished
+            Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
     if not args.no_overhead:
         print(f"\nengine overhead per trial on SQLite ({args.overhead_trials} trials x {args.overhead_repeats} "
               f"repeats per sampler, heartbeats on, evaluation excluded):", flush=True)
@@ -456,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{sb['write_before_eval']:.2f} ms, attrs + values + state {sb['write_final']:.2f} ms, reads of the "
               f"study {sb['read_study']:.2f} ms: {sb['total_ms']:.1f} ms of {sb['run_wall_per_trial_ms']:.1f} ms "
               f"a trial; {sb['commits_per_trial']:.2f} commits a trial")
-    print(f"\ntotal wall time: {time.perf_counter() - t_start:.0f} s")
+    raw["wall_s"] = time.perf_counter() - t_start
+    print(f"\ntotal wall time: {raw['wall_s']:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
     return 0

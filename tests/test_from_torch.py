@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 
 import archlab
+from archlab.analysis import mac_counts
 from archlab.errors import ImportTorchError
 from archlab.torchio.compare import compare_modules
 
@@ -224,9 +225,41 @@ class Shared(nn.Module):
         return self.conv(F.relu(self.conv(x)))
 
 
-def test_weight_sharing_is_reported():
-    err = import_error(Shared())
-    assert err.nodes == ["conv_1"] and "weight sharing" in str(err)
+def test_a_module_called_twice_shares_its_weights_exactly():
+    graph = assert_same_as(Shared(), (3, 16, 16))
+    assert graph["conv_1"].attrs["shares"] == "conv" and graph.num_params() == 3 * 3 * 9 + 3
+    assert mac_counts(graph).per_node["conv_1"] == 16 * 16 * 3 * 27  # each call is counted
+    again = archlab.load(archlab.dump(graph))  # the description file keeps the sharing
+    assert again["conv_1"].attrs["shares"] == "conv" and again.num_params() == graph.num_params()
+    assert list(archlab.to_module(again).state_dict()) == ["conv.weight", "conv.bias"]
+
+
+def test_a_layer_registered_under_two_paths_loads_from_either_key():
+    model = Shared()
+    model.again = nn.Sequential(model.conv)  # torch's state_dict now has conv.* and again.0.*
+    model.forward = lambda x: model.again(F.relu(model.conv(x)))
+    graph = archlab.from_torch(model, (3, 16, 16))
+    compiled = archlab.to_module(graph, state_dict=model.state_dict())
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(compiled(x), model(x))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda t: t.replace("shares: conv}", "shares: nowhere}"), "does not exist"),
+    (lambda t: t.replace("shares: conv}", "shares: conv.relu}"), "other attributes"),
+    (lambda t: t.replace("kernel_size: 3, padding: 1, shares", "kernel_size: 1, padding: 1, shares"),
+     "other attributes"),
+    (lambda t: t.replace("shares: conv}", "shares: conv}\n- {name: p, op: parameter, in: [x], shape: [3, 1, 1]}\n"
+                         "- {name: q, op: parameter, in: [x], shape: [3, 1, 1], shares: p}\n"
+                         "- {name: conv_1b, op: add, in: [conv_1, q, p]}").replace("out: conv_1}", "out: conv_1b}"),
+     "cannot share"),
+], ids=["missing", "other-op", "other-kernel", "parameter"])
+def test_a_bad_shares_attribute_names_the_node(edit, words):
+    text = archlab.dump(archlab.from_torch(Shared(), (3, 16, 16)))
+    assert "shares: conv}" in text, text
+    with pytest.raises(archlab.errors.ArchlabError, match=words) as info:
+        archlab.load(edit(text))
+    assert "conv_1" in str(info.value) or "'q'" in str(info.value)
 
 
 def test_tied_parameters_are_reported():
@@ -256,7 +289,8 @@ def test_wrong_input_shape_names_the_failing_node():
 
 
 @pytest.mark.parametrize("forward, node, words", [
-    (lambda self, x: self.conv(x) * torch.ones(1), "mul", "reads the buffer or constant"),
+    (lambda self, x: self.conv(x) * self.conv._parameters["weight"].sum(), "mul",  # eager: fx sees a constant
+     "computed from parameters outside the trace"),
     (lambda self, x: (self.conv(x), x), "output", "return a dict"),
 ], ids=["constant-operand", "tuple-output"])
 def test_unexpressible_uses_are_reported(forward, node, words):
@@ -360,6 +394,41 @@ def _view_then_inplace(y):
 ], ids=["integer-scale", "recomputed-scale", "unused-part", "gelu-tanh"])
 def test_size_and_argument_variants_import_exactly(fn):
     assert_same_as(_Fn(fn), (4, 8, 8))
+
+
+def _grn(s, x):
+    g = x.norm(p=2, dim=(2, 3), keepdim=True)
+    return torch.addcmul(s.beta, s.gamma, x * (g / (g.mean(dim=1, keepdim=True) + 1e-6))) + x
+
+
+def _eca(s, x):
+    y = s.conv1d(x.mean((2, 3)).view(x.size(0), 1, -1)).view(x.size(0), -1, 1, 1).sigmoid()
+    return x * y.expand_as(x)
+
+
+@pytest.mark.parametrize("fn, modules", [
+    (_grn, {"beta": nn.Parameter(torch.rand(1, 4, 1, 1)), "gamma": nn.Parameter(torch.rand(1, 4, 1, 1))}),
+    (lambda s, x: torch.addcmul(s.beta, s.alpha, x.permute(0, 2, 3, 1), value=0.5),
+     {"beta": nn.Parameter(torch.rand(4)), "alpha": nn.Parameter(torch.rand(4))}),
+    (_eca, {"conv1d": nn.Conv1d(1, 1, 3, padding=1, bias=False)}),
+    (lambda s, x: F.conv1d(x.flatten(2), s.c.weight, s.c.bias, padding=2, dilation=2, groups=2),
+     {"c": nn.Conv1d(4, 6, 3, groups=2)}),
+    (lambda s, x: F.normalize(x, dim=1) * torch.linalg.vector_norm(x, dim=(2, 3), keepdim=True), {}),
+], ids=["grn", "addcmul-affine", "eca", "functional-conv1d", "normalize-vector-norm"])
+def test_vector_math_and_conv1d_import_exactly(fn, modules):
+    assert_same_as(_Fn(fn, **modules), (4, 8, 8))
+
+
+def test_timm_weight_standardised_convs_import_exactly():
+    timm_layers = pytest.importorskip("timm.layers")
+    for conv in (timm_layers.StdConv2d(4, 6, 3, eps=1e-5), timm_layers.ScaledStdConv2d(4, 6, 3, stride=2, gamma=1.7)):
+        graph = assert_same_as(nn.Sequential(conv), (4, 9, 9))
+        assert [n.op for n in graph.nodes][1:] == ["std_conv2d"]
+
+
+def test_an_expand_feeding_a_non_broadcasting_op_is_refused():
+    err = import_error(_Fn(lambda s, x: torch.cat([x.mean((2, 3), keepdim=True).expand_as(x), x], 1)), (4, 8, 8))
+    assert "does not broadcast" in str(err)
 
 
 class StandardisedConv(nn.Conv2d):

@@ -20,6 +20,7 @@ import tempfile
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -89,8 +90,29 @@ def _transformer() -> str:
     return dump(b.build())
 
 
+def _modern() -> str:
+    """Modern ConvNet pieces: weight standardisation, ECA, GRN, cosine attention, a shared layer."""
+    b = GraphBuilder("modern")
+    x = b.input((3, 16, 16))
+    x = b.std_conv2d(x, 8, 3, padding=1, gain=True, scale=0.2, name="stem")
+    x = b.conv2d(b.conv2d(x, 8, 3, padding=1, groups=8, name="dw"), 8, 3, padding=1, groups=8, shares="dw")
+    e = b.sigmoid(b.conv1d(b.reshape(b.reduce(x, "mean", [2, 3]), [1, 8]), 1, 3, padding=1, bias=False))
+    x = b.mul(x, b.reshape(e, [8, 1, 1]))
+    g = b.reduce(x, "norm", [2, 3], keepdim=True)
+    x = b.addcmul(b.parameter(x, shape=[8, 1, 1]), b.parameter(x, shape=[8, 1, 1]), b.mul(x, g), value=0.5)
+    t = b.normalize(b.flatten(x, 2), -1)
+    t = b.roll(b.exp(b.clamp(t, max=1.0)), shifts=[1], dims=[2])  # Swin's shifted windows, v2's logit scale
+    from archlab.ops.constant import encode
+
+    mask = b.constant(t, shape=[1, 256], dtype="float32", data=encode(np.full(256, -1.0, np.float32).tobytes()))
+    index = b.constant(t, shape=[4], dtype="int64", data=encode(np.array([3, 0, 0, 255], np.int64).tobytes()))
+    t = b.index_select(b.add(t, mask), index, dim=2)
+    b.output(b.linear(b.flatten(t), 10))
+    return dump(b.build())
+
+
 def _seeds() -> list[str]:
-    seeds = [_decoder(), _classifier(), _transformer()]
+    seeds = [_decoder(), _classifier(), _transformer(), _modern()]
     for name, size in [("alexnet", 64), ("segnet", 32), ("unet_same", 16), ("mobilenet_v3_small", 32)]:
         seeds.append(dump(resolve_model(name, input_shape=(3, size, size))))
     return seeds

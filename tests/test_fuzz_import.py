@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
+from timm.layers import ScaledStdConv2d
 
 import archlab
 from archlab.analysis import mac_counts
@@ -46,13 +47,55 @@ STEPS = {
     "softmax_scalar": lambda m: lambda x: 2.0 * x.softmax(dim=1) - 1,
     "upsample_pool": lambda m: lambda x: F.avg_pool2d(F.interpolate(x, scale_factor=2, mode="bilinear"), 2),
     "residual": lambda m: (lambda c: lambda x: x + c(x))(m.add(nn.Conv2d(C, C, 3, padding=1, groups=2))),
+    "grn": lambda m: (lambda g, b: lambda x: _grn(x, g, b))(m.param(torch.rand(1, C, 1, 1)), m.param(torch.rand(1, C, 1, 1))),
+    "eca": lambda m: (lambda c: lambda x: x * c(x.mean((2, 3)).view(x.size(0), 1, -1)).view(x.size(0), -1, 1, 1)
+                      .sigmoid().expand_as(x))(m.add(nn.Conv1d(1, 1, 3, padding=1, bias=False))),
+    "normalize": lambda m: lambda x: F.normalize(x, dim=1) + F.normalize(x, dim=-1, eps=1e-3),
+    "scaled_std_conv": lambda m: _conv(m.add(ScaledStdConv2d(C, C, 3, padding=1, gamma=1.7))),
+    "roll": lambda m: lambda x: torch.roll(x, (1, -2), dims=(2, 3)),
+    "windows": lambda m: m.add(_WindowAttention()),
     # refused, each for its own reason: the importer must say so, not import something else
     "unsqueeze_batch": lambda m: lambda x: x.unsqueeze(0).sum(0),
     "value_branch": lambda m: lambda x: x if x.sum().item() > 0 else -x,
-    "roll": lambda m: lambda x: torch.roll(x, 1, dims=2),
     "inplace_through_view": lambda m: _view_then_inplace,
-    "shared_conv": lambda m: (lambda c: lambda x: c(c(x)))(m.add(nn.Conv2d(C, C, 1))),
+    "shared_conv": lambda m: (lambda c: lambda x: c(F.relu(c(x))))(m.add(nn.Conv2d(C, C, 1))),  # weights shared
 }
+
+
+def _grn(x, gamma, beta):
+    """ConvNeXt-V2's global response normalisation (channels first)."""
+    g = x.norm(p=2, dim=(2, 3), keepdim=True)
+    return torch.addcmul(beta, gamma, x * (g / (g.mean(dim=1, keepdim=True) + 1e-6))) + x
+
+
+class _WindowAttention(nn.Module):
+    """Swin in miniature: a cyclic shift; 2x2 windows merged into the batch dim; a
+    relative-position bias gathered from a parameter table by a buffer index; a
+    shift mask built from sizes by item assignment; the windows merged back."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(7, 1))
+        self.register_buffer("index", torch.arange(16).view(4, 4).flip(1).reshape(-1) % 7)
+
+    def forward(self, x):
+        return _window_attention(x, self.table, self.index)
+
+
+def _window_attention(x, table, index):
+    b, c, h, w = x.shape
+    t = torch.roll(x.permute(0, 2, 3, 1), shifts=(-1, -1), dims=(1, 2))
+    t = t.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4, c)  # B*9 windows of 4 tokens
+    attn = (t * c ** -0.5) @ t.transpose(-2, -1)
+    attn = attn + table[index].view(4, 4, 1).permute(2, 0, 1)
+    mask = t.new_zeros((h, w))
+    mask[-1:, :] = 1.0
+    mask[:, -1:] = 2.0
+    m = mask.view(h // 2, 2, w // 2, 2).permute(0, 2, 1, 3).reshape(9, 4)
+    m = (m.unsqueeze(1) - m.unsqueeze(2)).masked_fill(m.unsqueeze(1) != m.unsqueeze(2), -100.0)
+    attn = (attn.view(-1, 9, 4, 4) + m.unsqueeze(0)).view(-1, 4, 4).softmax(-1)
+    t = (attn @ t).view(b, h // 2, w // 2, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+    return torch.roll(t, shifts=(1, 1), dims=(1, 2)).permute(0, 3, 1, 2)
 
 
 def _view_then_inplace(x):
@@ -104,7 +147,25 @@ def test_random_models_import_exactly_or_are_refused(names, seed):
     assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-9, atol=1e-9), names
 
 
-@pytest.mark.parametrize("name", ["unsqueeze_batch", "value_branch", "roll", "inplace_through_view", "shared_conv"])
+@pytest.mark.parametrize("name", ["unsqueeze_batch", "value_branch", "inplace_through_view"])
 def test_each_refused_step_is_refused_on_its_own(name):
     with pytest.raises(ImportTorchError):
         archlab.from_torch(Random([name]).eval(), (C, H, H))
+
+
+@pytest.mark.parametrize("names", [["roll"], ["windows"], ["conv", "windows", "layer_scale", "windows"]])
+def test_window_attention_imports_exactly(names):
+    """Swin's ingredients (roll, windows merged into the batch, constant masks, a
+    gathered bias) at a batch other than the traced one."""
+    torch.manual_seed(0)
+    model = Random(names).eval()
+    graph = archlab.from_torch(model, (C, H, H))
+    assert graph.num_params() == sum(p.numel() for p in model.parameters())
+    with torch.device("meta"):
+        twin = Random(names).eval()
+    assert mac_counts(graph, "torchvision").total == flop_counter_macs(twin, (C, H, H))
+    compiled = archlab.to_module(graph, state_dict=model.state_dict()).double()
+    x = torch.randn(3, C, H, H, dtype=torch.float64)
+    with torch.no_grad():
+        want, got = model.double()(x.clone()), compiled(x.clone())
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-9, atol=1e-9)

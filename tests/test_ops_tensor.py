@@ -79,6 +79,8 @@ CASES = {
                    lambda m, x: F.group_norm(x, 3, m.gn.weight, m.gn.bias)),
     "group_norm_no_affine": ([(6, 5)], lambda b, x: b.group_norm(x, 2, affine=False), lambda m, x: F.group_norm(x, 2)),
     "batch_norm1d_features": ([(6,)], lambda b, x: b.batch_norm1d(x, name="bn"), lambda m, x: m.bn(x)),
+    "batch_norm1d_tokens": ([(5, 6)], lambda b, x: b.batch_norm1d(x, channels_last=True, name="bn"),
+                            lambda m, x: m.bn(x.flatten(0, 1)).view_as(x)),
     "batch_norm1d_sequence": ([(6, 5)], lambda b, x: b.batch_norm1d(x, affine=False, name="bn"), lambda m, x: m.bn(x)),
     "linear_tokens": ([(5, 8)], lambda b, x: b.linear(x, 3, name="fc"), lambda m, x: x @ m.fc.weight.T + m.fc.bias),
     "linear_rank3": ([(2, 5, 8)], lambda b, x: b.linear(x, 3, bias=False, name="fc"), lambda m, x: x @ m.fc.weight.T),
@@ -100,6 +102,16 @@ CASES = {
     "reduce_sum_keepdim": ([(3, 4)], lambda b, x: b.reduce(x, "sum", [1], keepdim=True), lambda m, x: x.sum(1, True)),
     "reduce_amax": ([(3, 4)], lambda b, x: b.reduce(x, "amax", [2]), lambda m, x: x.amax(2)),
     "reduce_amin": ([(3, 4)], lambda b, x: b.reduce(x, "amin", [1]), lambda m, x: x.amin(1)),
+    "reduce_norm": ([(3, 4, 5)], lambda b, x: b.reduce(x, "norm", [1, 2], keepdim=True),
+                    lambda m, x: x.norm(p=2, dim=(1, 2), keepdim=True)),
+    "normalize": ([(3, 4)], lambda b, x: b.normalize(x, -1), lambda m, x: F.normalize(x, dim=-1)),
+    "normalize_spatial": ([(2, 3, 4)], lambda b, x: b.normalize(x, 2, eps=1e-6), lambda m, x: F.normalize(x, dim=2, eps=1e-6)),
+    "addcmul": ([(3, 4), (1, 4), (3, 4)], lambda b, a, x, y: b.addcmul(a, x, y),
+                lambda m, a, x, y: a + x * y),
+    "addcmul_value": ([(1, 4), (1, 4), (3, 4)], lambda b, a, x, y: b.addcmul(a, x, y, value=0.5),
+                      lambda m, a, x, y: torch.addcmul(a, x, y, value=0.5)),
+    "conv1d": ([(1, 16)], lambda b, x: b.conv1d(x, 1, 3, padding=1, bias=False, name="c"), lambda m, x: m.c(x)),
+    "conv1d_grouped": ([(4, 9)], lambda b, x: b.conv1d(x, 6, 3, stride=2, groups=2, name="c"), lambda m, x: m.c(x)),
     "add_broadcast": ([(3, 4), (1, 4)], lambda b, x, y: b.add(x, y), lambda m, x, y: x + y),
     "sub": ([(3, 4), (3, 1)], lambda b, x, y: b.sub(x, y), lambda m, x, y: x - y),
     "div": ([(3, 4), (3, 4)], lambda b, x, y: b.div(x, y), lambda m, x, y: x / y),
@@ -121,6 +133,31 @@ CASES = {
     "parameter": ([(3, 4)], lambda b, x: b.add(x, b.parameter(x, shape=[1, 4], stored=[4], name="pos")),
                   lambda m, x: x + m.pos.reshape(1, 1, 4)),
 }
+_INDEX = torch.tensor([3, 0, 0, 2, 1])  # a gather with a repeat, out of order
+_MASK = torch.tensor([[0.0, -100.0, 0.0, -100.0]])
+
+
+def _constant(b, ref, value):
+    from archlab.ops.constant import encode
+
+    return b.constant(ref, shape=list(value.shape), dtype=str(value.dtype).replace("torch.", ""),
+                      data=encode(value.numpy().tobytes()))
+
+
+CASES.update({
+    "exp": ([(3, 4)], lambda b, x: b.exp(x), lambda m, x: torch.exp(x)),
+    "clamp_max": ([(3, 4)], lambda b, x: b.clamp(x, max=0.3), lambda m, x: torch.clamp(x, max=0.3)),
+    "clamp_both": ([(3, 4)], lambda b, x: b.clamp(x, min=-0.2, max=0.3), lambda m, x: x.clamp(-0.2, 0.3)),
+    "sdpa_mask_rank4": ([(2, 2, 5, 4), (2, 2, 7, 4), (2, 2, 7, 4), (1, 2, 5, 7)],
+                        lambda b, q, k, v, m: b.sdpa(q, k, v, m),
+                        lambda m, q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)),
+    "sdpa_mask_tokens": ([(2, 5, 4), (2, 7, 4), (2, 7, 4), (1, 5, 7)], lambda b, q, k, v, m: b.sdpa(q, k, v, m),
+                         lambda m, q, k, v, mask: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)),
+    "roll": ([(3, 4, 5)], lambda b, x: b.roll(x, shifts=[1, -2], dims=[2, 3]), lambda m, x: torch.roll(x, (1, -2), (2, 3))),
+    "constant": ([(3, 4)], lambda b, x: b.add(x, _constant(b, x, _MASK)), lambda m, x: x + _MASK),
+    "index_select": ([(4, 3)], lambda b, x: b.index_select(x, _constant(b, x, _INDEX), dim=1),
+                     lambda m, x: x[:, _INDEX]),
+})
 for fn, expr in (("add", lambda x: x + 1.5), ("sub", lambda x: x - 1.5), ("rsub", lambda x: 1.5 - x),
                  ("mul", lambda x: x * 1.5), ("div", lambda x: x / 1.5), ("rdiv", lambda x: 1.5 / x),
                  ("pow", lambda x: x ** 1.5)):
@@ -353,3 +390,19 @@ def test_elementwise_full_counts():
     assert mac_counts(_graph("reduce_amax"), "full").total == n  # one per input element
     assert mac_counts(_graph("scalar_pow"), "full").total == n
     assert mac_counts(_graph("matmul"), "full").total == 2 * 5 * 3 * 4 == math.prod((2, 5, 3)) * 4
+
+
+@pytest.mark.parametrize("gain", [True, False])
+def test_std_conv2d_counts_and_memory_are_torchs(gain):
+    """Weight standardisation runs once per forward: MACs are exact at batch 1, memory at any batch."""
+    b = archlab.GraphBuilder("std")
+    b.output(b.std_conv2d(b.input((4, 9, 9)), 6, 3, padding=1, eps=1e-5, gain=gain, scale=0.3, bias=gain, name="c"))
+    g = b.build()
+    m = archlab.to_module(g)
+    assert g.num_params() == sum(p.numel() for p in m.parameters())
+    assert mac_counts(g, "torchvision").total == flop_counter_macs(archlab.to_module(g), (4, 9, 9), batch=1)
+    assert mac_counts(g, "fvcore").total == fvcore_macs(archlab.to_module(g), (4, 9, 9), batch=1)[0]
+    for batch in (1, 3):
+        x = torch.randn(batch, 4, 9, 9)
+        assert training_memory(g, batch=batch, optimizer="sgd").activations == saved_tensor_bytes(m, x)
+        assert activation_memory(g, batch=batch).peak_bytes == tensor_peak_bytes(m, x)

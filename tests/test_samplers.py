@@ -322,6 +322,61 @@ def test_the_reward_window_survives_to_bytes_and_a_resume(tmp_path):
     assert list(replayed._live.rewards) == list(ctl.rewards)
 
 
+def test_the_replay_queue_keeps_the_k_best_distinct_trajectories_with_mean_rewards():
+    from archlab.search.samplers._controller import Controller, ReinforceConfig
+
+    ctl = Controller(ReinforceConfig(replay_top_k=2), seed=0)
+    a, b, c = ([("x", 3, i)] for i in range(3))
+    for seq, reward in ((a, 1.0), (b, 3.0), (c, 2.0), (b, 1.0)):
+        ctl.apply(seq, reward)
+    # b's two rewards average to 2.0, tying c: the earlier entry (b) ranks first; a is out
+    assert list(ctl._enqueue(c, 2.0)) == [((("x", 3, 1),)), ((("x", 3, 2),))]
+    assert ctl.top[(("x", 3, 1),)][:2] == (2.0, 2)
+    assert Controller(ReinforceConfig(replay_top_k=0), seed=0)._enqueue(a, 1.0) == []  # off
+
+
+def test_replay_pulls_the_policy_towards_the_queue():
+    from archlab.search.samplers._controller import Controller, ReinforceConfig
+
+    seq = [("x", 5, 3), ("y", 5, 1)]
+    plain, replay = (Controller(ReinforceConfig(replay_top_k=k), seed=0) for k in (0, 4))
+    for ctl in (plain, replay):
+        ctl.apply(seq, 1.0)  # the first reward has advantage 0: only the replay term moves it
+    with torch.no_grad():
+        assert float(replay.score(seq)[0]) > float(plain.score(seq)[0]) + 0.01
+
+
+def test_the_replay_queue_survives_a_resume_and_workers_agree(tmp_path):
+    storage = _sqlite(tmp_path)
+    options = {"replay_top_k": 4, "snapshot_every": 5}
+    first = ReinforceSampler(seed=3, **options)
+    study = optuna.create_study(study_name="replay", storage=storage, direction="maximize",
+                                sampler=first)
+    study.optimize(_toy(_target(3), seed=3), n_trials=12)
+    queue = dict(first._live.top)
+    assert len(queue) == 4
+    resumed = ReinforceSampler(seed=4, **options)  # a new process: snapshot at 10 + 2 records
+    resumed.sync(optuna.load_study(study_name="replay", storage=_sqlite(tmp_path)))
+    assert resumed._live.top == queue
+    assert _same_parameters(resumed.parameters(), first.parameters())
+    for slot in (0, 1):
+        storage.set_study_system_attr(study._study_id, f"{_store.SNAPSHOT_KEY}:{slot}:0", "garbage")
+    replayed = ReinforceSampler(seed=5, **options)  # no snapshot: the queue is rebuilt from the log
+    replayed.sync(optuna.load_study(study_name="replay", storage=storage))
+    assert replayed._live.top == queue
+    assert _same_parameters(replayed.parameters(), first.parameters())
+
+
+def test_a_seeded_search_with_replay_is_deterministic():
+    runs = []
+    for _ in range(2):
+        sampler = ReinforceSampler(seed=9, replay_top_k=3)
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(_toy(_target(9), seed=9), n_trials=15)
+        runs.append(([t.params for t in study.trials], sampler.parameters()))
+    assert runs[0][0] == runs[1][0] and _same_parameters(runs[0][1], runs[1][1])
+
+
 def test_a_format_1_snapshot_is_not_read():
     import io
 

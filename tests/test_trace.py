@@ -90,13 +90,67 @@ def test_import_restores_buffers_and_flags_of_a_training_model():
     assert model.training and torch.equal(model.bn.running_var, torch.ones(3))  # the run set it to 0.9
 
 
-def test_item_assignment_on_a_traced_tensor_is_one_line_naming_it():
+def test_item_assignment_on_a_computed_tensor_is_one_line_naming_it():
+    class Written(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y[:, 1:, :2] = 1.0
+            return y
+
+    with pytest.raises(ImportTorchError, match=r"item assignment \(x\[\.\.\.\] = v\).*input.*functional") as info:
+        archlab.from_torch(Written(), (3, 4, 4))
+    assert "\n" not in str(info.value)
+
+
+def test_item_assignment_on_a_constant_is_traced_and_folded():
+    """Swin's shift mask: built from sizes (``x.new_zeros``) and item assignment, it
+    depends on neither the input nor a parameter, so it becomes one constant."""
     class Masked(nn.Module):
         def forward(self, x):
             mask = x.new_zeros(x.shape[-2:])
-            mask[1:, :2] = 1.0  # as Swin builds its attention mask
+            mask[1:, :2] = 1.0
             return x + mask
 
-    with pytest.raises(ImportTorchError, match=r"item assignment \(x\[\.\.\.\] = v\).*functional") as info:
-        archlab.from_torch(Masked(), (3, 4, 4))
-    assert "\n" not in str(info.value)
+    model = Masked()
+    graph = archlab.from_torch(model, (3, 4, 4))
+    (const,) = [n for n in graph if n.op == "constant"]
+    assert tuple(const.attrs["shape"]) == (4, 4) and not const.attrs["persistent"]
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(archlab.to_module(graph)(x), model(x))
+
+
+def test_a_constant_read_before_it_is_written_is_refused():
+    class Stale(nn.Module):
+        def forward(self, x):
+            mask = x.new_zeros(x.shape[-2:])
+            y = x + mask
+            mask[1:, :2] = 1.0
+            return y + mask
+
+    with pytest.raises(ImportTorchError, match="writes a constant after a computed value has read it"):
+        archlab.from_torch(Stale(), (3, 4, 4))
+
+
+class _Cached(torch.nn.Module):
+    """Fills a cache on its first call in eval mode (timm's LeViT/TinyViT attention biases)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.randn(4))
+        self.cache = {}
+
+    def forward(self, x):
+        if not self.training:
+            if "b" not in self.cache:
+                self.cache["b"] = self.bias * 2
+            return x + self.cache["b"]
+        return x + self.bias * 2
+
+
+def test_a_trace_leaves_the_models_caches_and_attributes_as_it_found_them():
+    model = _Cached().eval()
+    graph = archlab.from_torch(model, (3, 4))
+    assert model.cache == {} and not hasattr(model, "_archlab_trace")
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(model(x), archlab.to_module(graph, state_dict=model.state_dict())(x))
+    assert isinstance(model.cache["b"], torch.Tensor)  # the model's own call fills it with a tensor, not a proxy

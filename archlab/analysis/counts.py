@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from archlab.errors import ArchlabError
 from archlab.graph.plan import per_sig, plan
-from archlab.ops.base import CONVENTIONS
+from archlab.ops.base import CONVENTIONS, SHARES
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph import Graph
@@ -49,6 +49,8 @@ def param_table(graph: Graph) -> list[tuple[int, int]]:
 
 
 def _param_rule(s) -> tuple[int, int]:
+    if SHARES in s.node.attrs:  # another node's weights: counted there
+        return 0, 0
     return s.op.params(s.node, s.in_shapes), s.op.buffers(s.node, s.in_shapes)
 
 

@@ -14,6 +14,7 @@ from archlab.analysis.memory import (
 )
 from archlab.errors import ArchlabError
 from archlab.graph.plan import plan
+from archlab.ops.base import SHARES
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph import Graph
@@ -86,8 +87,9 @@ def training_memory(
     rules, _ = _rules(graph)
     steps = plan(graph)
     base = _bases(steps, rules, training=True)
-    own = [p for p, _ in param_table(graph)]
-    n_params = sum(own)
+    # a node sharing another's weights has weights of its own to differentiate, counted there
+    n_params = sum(p for p, _ in param_table(graph))
+    own = [p or int(SHARES in graph[s[1]].attrs) for (p, _), s in zip(param_table(graph), steps)]
 
     size = {s.name: s.size for s in steps}
     per_el = batch * itemsize

@@ -6,6 +6,7 @@ from typing import Any, Iterator
 from archlab.errors import ArityError, DuplicateNameError, GraphError, UnknownNodeError, short, short_list
 from archlab.graph.node import Node
 from archlab.ops import Shape, get_op
+from archlab.ops.base import SHARES
 
 
 class Graph:
@@ -212,6 +213,9 @@ class Graph:
             self.infer_shapes()
         out = []
         for n in self._nodes.values():
+            if SHARES in n.attrs:  # another node's weights: counted there
+                out.append(0)
+                continue
             shapes = [self._nodes[i].shape for i in n.inputs]
             out.append(getattr(get_op(n.op), rule)(n, shapes))
         return out

@@ -32,6 +32,8 @@ def fmt_value(v: Any, pair: bool = True) -> str:
         return "(" + ", ".join(fmt_value(x) for x in v) + ")"
     if type(v) is int:
         return short_int(v)
+    if isinstance(v, str) and len(v) > 40:  # a constant's encoded data: its start and length
+        return f"{v[:16]!r}...({len(v):,} chars)"
     return repr(v) if isinstance(v, str) else str(v)
 
 

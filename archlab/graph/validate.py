@@ -6,13 +6,16 @@
 4. every op is registered and arity/attributes fit (checked at node creation);
 5. shapes fit (shape inference: channels, spatial sizes, kernels vs padded input,
    positive sizes);
-6. no dangling nodes: every node feeds an output, every input is used.
+6. no dangling nodes: every node feeds an output, every input is used;
+7. a node that ``shares`` another's weights names a node of the same op and
+   attributes, with as many parameters and buffers, that shares no other's.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from archlab.errors import CycleError, DanglingNodeError, GraphError, UnknownNodeError, short_list
+from archlab.ops.base import SHARES, get_op
 
 if TYPE_CHECKING:  # pragma: no cover
     from archlab.graph.graph import Graph
@@ -61,6 +64,32 @@ def check_dangling(graph: Graph) -> None:
         )
 
 
+def check_shared(graph: Graph) -> None:
+    for node in graph.nodes:
+        target = node.attrs.get(SHARES)
+        if target is None:
+            continue
+        where = f"{node.op} '{node.name}': shares the weights of '{target}'"
+        other = graph[target] if target in graph else None
+        if other is None:
+            raise UnknownNodeError(f"{where}, which does not exist in graph {graph.name}")
+        if SHARES in other.attrs:
+            raise GraphError(f"{where}, which itself shares '{other.attrs[SHARES]}'; name that node instead")
+        mine = {k: v for k, v in node.attrs.items() if k != SHARES}
+        if other.op != node.op or other.attrs != mine:
+            raise GraphError(f"{where}, a {other.op} with other attributes; weights are shared by nodes of one op "
+                             "and the same attributes")
+        op = get_op(node.op)
+        if not op.shareable:
+            raise GraphError(f"{where}; {node.op} holds its own tensor, so it cannot share (layers with weights can)")
+        shapes = [[graph[i].shape for i in n.inputs] for n in (node, other)]
+        counts = [(op.params(n, s), op.buffers(n, s)) for n, s in zip((node, other), shapes)]
+        if counts[0] != counts[1] or counts[1] == (0, 0) or op.weight_shape(node, shapes[0]) != \
+                op.weight_shape(other, shapes[1]):
+            raise GraphError(f"{where}, but their inputs ({', '.join(map(str, (shapes[0][:1], shapes[1][:1])))}) "
+                             "need weights of other shapes, or there are none")
+
+
 def validate(graph: Graph) -> None:
     """Check ``graph`` and infer its shapes.
 
@@ -79,3 +108,4 @@ def validate(graph: Graph) -> None:
     if not graph._cache.get("shapes"):  # the builder infers each node as it is added
         graph.infer_shapes()
     check_dangling(graph)
+    check_shared(graph)

@@ -76,6 +76,10 @@ _activation("elu", "torch.nn.functional.elu", "x if x > 0 else alpha * (exp(x) -
 _activation("softplus", "torch.nn.functional.softplus", "log(1 + exp(beta * x)) / beta (linear above threshold)",
             attrs=(Attr("beta", "float", 1.0), Attr("threshold", "float", 20.0)))
 
+_activation("exp", "torch.exp", "e ** x (Swin v2's logit scale)", saves="output")
+_activation("clamp", "torch.clamp", "min(max(x, min), max); a bound of None is absent (Swin v2's logit scale)",
+            attrs=(Attr("min", "float", None), Attr("max", "float", None)))
+
 
 def identity(x):
     """The identity function (a named node that does nothing, e.g. an unused slot)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 
-from archlab.errors import ChannelMismatchError, ShapeError
+from archlab.errors import ChannelMismatchError, ShapeError, fmt_shape
 from archlab.ops.base import GLOBAL, POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
 
 
@@ -39,16 +39,26 @@ class Sdpa(Op):
           (softmax's output, which the second matmul saves as a view); at
           inference the scores and weights are scratch (and ``h L`` more
           elements when ``Ev != E``, measured), plus the ``L x S`` float mask a
-          causal one builds once for the batch.
+          causal one builds once for the batch. With a ``mask`` (an additive float
+          tensor broadcasting to the scores; Swin's and MaxViT's relative-position
+          bias) autograd takes the math path (measured, the mask requiring grad);
+          inference runs the flash kernel where it would without a mask.
     """
 
     name = "sdpa"
-    arity = (3, 3)
-    doc = "scaled dot-product attention softmax(q k^T * scale) v"
+    arity = (3, 4)
+    doc = "scaled dot-product attention softmax(q k^T * scale [+ mask]) v"
     attrs = (Attr("is_causal", "bool", False), Attr("scale", "float", None))
 
     def infer_shape(self, node, shapes):
-        q, k, v = shapes
+        q, k, v = shapes[:3]
+        if len(shapes) == 4:
+            mask, scores = shapes[3], (*q[:-1], k[-2])
+            if len(mask) != len(q) or any(m not in (1, s) for m, s in zip(mask, scores)):
+                raise self.shape_error(ShapeError, node, shapes, f"the mask does not broadcast to the scores "
+                                       f"{fmt_shape(scores)}", fix="give the mask q's rank, with 1s to broadcast")
+            if node.attrs["is_causal"]:
+                raise self.shape_error(ShapeError, node, shapes, "is_causal with a mask", fix="give one of them")
         if len(q) < 2 or not len(q) == len(k) == len(v):
             raise self.shape_error(ShapeError, node, shapes, "q, k and v need the same rank >= 2 ((..., L, E))",
                                    fix="split heads with reshape/permute so q, k, v are (..., L, E)")
@@ -61,7 +71,7 @@ class Sdpa(Op):
         return (*q[:-1], v[-1])
 
     def macs(self, node, shapes, out, convention):
-        q, k, v = shapes
+        q, k, v = shapes[:3]
         h, L, S, E, Ev = numel(q[:-2]), q[-2], k[-2], q[-1], v[-1]
         if convention == "fvcore":
             return 0
@@ -72,15 +82,17 @@ class Sdpa(Op):
         return GLOBAL
 
     def memory(self, node, shapes, out):
-        q, k, v = shapes
+        q, k, v = shapes[:3]
         h, L, S, E, Ev = numel(q[:-2]), q[-2], k[-2], q[-1], v[-1]
-        if _flash(q, v):
+        if _flash(q, v) and len(shapes) == 3:
             lse = (Saved("logsumexp", h * L, dtype="float32"),)
             return MemoryRule(saved_inputs=(0, 1, 2), saved_output=True, saved_extra=lse, scratch=lse)
         saved = (Saved("q_scaled", h * L * E), Saved("k_scaled", h * S * E), Saved("weights", h * L * S))
         scratch = (Saved("scores", h * L * S), Saved("weights", h * L * S)) \
             + ((Saved("rows", h * L),) if E != Ev else ()) \
             + ((Saved("causal_mask", L * S, per_sample=False),) if node.attrs["is_causal"] else ())
+        if _flash(q, v):  # with a mask: the flash kernel at inference, the math path in training
+            scratch = (Saved("logsumexp", h * L, dtype="float32"),)
         return MemoryRule(saved_inputs=(2,), saved_extra=saved, scratch=scratch)
 
     def emit(self, ctx, node, args, shapes):
@@ -88,7 +100,9 @@ class Sdpa(Op):
 
         a = node.attrs
         kwargs = {"is_causal": a["is_causal"]} if a["scale"] is None else {"is_causal": a["is_causal"], "scale": a["scale"]}
-        return ctx.call_function(F.scaled_dot_product_attention, args, kwargs)
+        if len(args) == 4:
+            kwargs["attn_mask"] = args[3]
+        return ctx.call_function(F.scaled_dot_product_attention, args[:3], kwargs)
 
 
 @register_op
@@ -183,6 +197,7 @@ class Parameter(Op):
     receptive-field pass treats it as a constant (it depends on no input pixel,
     so ``x + pos_embedding`` keeps ``x``'s field)."""
 
+    shareable = False  # its tensor is its own: a second node of it is a second tensor
     name = "parameter"
     input_reads = {0: "shape"}
     doc = "a learned tensor (class token, position embedding); its input gives the batch size"

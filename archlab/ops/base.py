@@ -35,6 +35,15 @@ attributes that name dimensions use the torch dims of the batched tensor (see
 OpName = str
 
 
+SHARES = "shares"
+"""The one attribute every op takes: ``shares: <node>`` makes a node use the
+weights (parameters and buffers) of another node of the same op and
+attributes (weight sharing: a module called twice, as CoaT's convolutional
+position encodings are). Its parameters count once, at the node it names;
+``to_module`` calls that node's module again. :func:`archlab.graph.validate.check_shared`
+checks the pairing."""
+
+
 class Op:
     """Base class of op definitions. Subclasses set the class attributes and
     override the rules that apply to them.
@@ -66,6 +75,7 @@ class Op:
     arity: ClassVar[tuple[int, int | None]] = (1, 1)
     attrs: ClassVar[tuple[Attr, ...]] = ()
     doc: ClassVar[str] = ""
+    shareable: ClassVar[bool] = True  # may take SHARES: its weights live in the module its emit calls
 
     # -- node creation -----------------------------------------------------
     def canonical_attrs(self, node_name: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +96,7 @@ class Op:
 
     def _canonical_attrs(self, node_name: str, given: dict[str, Any]) -> dict[str, Any]:
         known = {a.name: a for a in self.attrs}
-        unknown = [k for k in given if k not in known]
+        unknown = [k for k in given if k not in known and k != SHARES]
         if unknown:
             raise AttrError(
                 f"{self.name} '{node_name}': unknown attribute(s) {short_list(sorted(k[:60] if isinstance(k, str) else short(k) for k in unknown))}; "
@@ -103,7 +113,13 @@ class Op:
                 raise AttrError(f"{self.name} '{node_name}': missing required attribute {a.name}")
             else:
                 out[a.name] = a.canon(a.default)
-        return self.derive_attrs(out)
+        out = self.derive_attrs(out)
+        if SHARES in given:
+            if not isinstance(given[SHARES], str) or not given[SHARES] or given[SHARES] == node_name:
+                raise AttrError(f"{self.name} '{node_name}': attribute {SHARES} must name another node, "
+                                f"got {short(given[SHARES])}")
+            out[SHARES] = given[SHARES]
+        return out
 
     def derive_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Fill derived defaults (e.g. stride = kernel size). Must be idempotent."""
@@ -141,6 +157,12 @@ class Op:
     def buffers(self, node: Node, shapes: Sequence[Shape]) -> int:
         """Number of buffer elements (running statistics, counters) of ``node``."""
         return 0
+
+    def weight_shape(self, node: Node, shapes: Sequence[Shape]) -> tuple:
+        """What fixes the shapes of the node's weights, for :data:`SHARES` (two
+        nodes share only if it is equal): by default the input shapes; a layer
+        that any spatial size or token count fits says less (its channels)."""
+        return tuple(tuple(s) for s in shapes)
 
     def macs(self, node: Node, shapes: Sequence[Shape], out: Shape, convention: str) -> Count:
         """Multiply-accumulates of one sample under ``convention`` (see

@@ -1,8 +1,9 @@
-"""Learned linear ops: 2-D convolution and fully connected layers."""
+"""Learned linear ops: 2-D convolution (plain and weight-standardised), 1-D
+convolution and fully connected layers."""
 from __future__ import annotations
 
 from archlab.errors import ChannelMismatchError, ShapeError
-from archlab.ops.base import Attr, MemoryRule, Op, GLOBAL, Window, numel, register_op
+from archlab.ops.base import GLOBAL, Attr, MemoryRule, Op, Saved, Window, numel, register_op
 from archlab.ops.spatial import window_out
 
 
@@ -50,6 +51,9 @@ class Conv2d(Op):
             out.append(o)
         return (a["out_channels"], out[0], out[1])
 
+    def weight_shape(self, node, shapes):
+        return shapes[0][0]  # in_channels
+
     def params(self, node, shapes):
         a = node.attrs
         cin = shapes[0][0]
@@ -87,6 +91,122 @@ class Conv2d(Op):
 
 
 @register_op
+class StdConv2d(Conv2d):
+    """A conv2d whose filters are standardised before use: each filter to zero
+    mean and unit (biased) variance over its ``in_channels/groups x kh x kw``
+    weights, ``eps`` added to the variance (weight standardisation, Qiao et al.
+    2019: timm's ``StdConv2d`` in BiT ResNet-V2s); with ``gain``, times a learned
+    per-filter gain and the constant ``scale`` (NF-ResNets, Brock et al. 2021:
+    timm's ``ScaledStdConv2d``, scale = gamma / sqrt(fan-in)).
+
+    Rules:
+        * params: conv2d's, plus ``out_channels`` with ``gain``.
+        * MACs: conv2d's. fvcore also counts the standardisation (torch runs it
+          as a training-mode ``batch_norm`` over the weight: 5 per weight element
+          with a gain, 4 without); torchvision (FlopCounterMode) does not. It
+          runs once per forward, whatever the batch, but is counted here per
+          sample: exact at batch 1 (where the import benchmark compares),
+          over-counted ``batch - 1`` times above it.
+        * memory: conv2d's, plus per forward: the standardised weight (saved by
+          the convolution), batch norm's mean and inverse std per filter, and the
+          gain times scale; at inference the standardised weight and the gain
+          times scale are scratch.
+    """
+
+    name = "std_conv2d"
+    doc = "conv2d with weight standardisation (optionally a learned per-filter gain: NF-ResNets)"
+    attrs = Conv2d.attrs + (Attr("eps", "float", 1e-6), Attr("gain", "bool", False), Attr("scale", "float", 1.0))
+
+    def _weights(self, node, shapes) -> int:
+        a = node.attrs
+        return a["out_channels"] * (shapes[0][0] // a["groups"]) * a["kernel_size"][0] * a["kernel_size"][1]
+
+    def params(self, node, shapes):
+        return super().params(node, shapes) + (node.attrs["out_channels"] if node.attrs["gain"] else 0)
+
+    def macs(self, node, shapes, out, convention):
+        n = super().macs(node, shapes, out, convention)
+        if convention == "torchvision":
+            return n
+        return n + (5 if node.attrs["gain"] else 4) * self._weights(node, shapes)
+
+    def memory(self, node, shapes, out):
+        c = node.attrs["out_channels"]
+        weight = Saved("standardised_weight", self._weights(node, shapes), per_sample=False, dtype="param")
+        stats = tuple(Saved(w, c, per_sample=False, dtype="param") for w in ("save_mean", "save_invstd"))
+        gain = (Saved("gain_times_scale", c, per_sample=False, dtype="param"),) if node.attrs["gain"] else ()
+        return MemoryRule(saved_inputs=(0,), saved_extra=(weight, *stats, *gain), scratch=(weight, *gain))
+
+    def emit(self, ctx, node, args, shapes):
+        from archlab.torchio.layers import StdConv2d as Layer
+
+        a = node.attrs
+        mod = Layer(shapes[0][0], a["out_channels"], a["kernel_size"], stride=a["stride"], padding=a["padding"],
+                    dilation=a["dilation"], groups=a["groups"], bias=a["bias"], eps=a["eps"], gain=a["gain"],
+                    scale=a["scale"])
+        return ctx.call_module(node, mod, args)
+
+
+@register_op
+class Conv1d(Op):
+    """``torch.nn.Conv1d`` on a ``(C, L)`` sequence (ECA's channel attention
+    convolves the pooled channel vector as a 1-channel sequence).
+
+    Rules: params and MACs as conv2d with a 1-D kernel; receptive field
+    :data:`GLOBAL` (a rank-2 tensor has no spatial layout, so every element is
+    treated as seeing the whole input); memory: autograd saves the input."""
+
+    name = "conv1d"
+    doc = "1-D convolution over the last dim of a (C, L) sequence"
+    attrs = (
+        Attr("out_channels", "int", positive=True),
+        Attr("kernel_size", "int", positive=True),
+        Attr("stride", "int", 1, positive=True),
+        Attr("padding", "int", 0, nonnegative=True),
+        Attr("dilation", "int", 1, positive=True),
+        Attr("groups", "int", 1, positive=True),
+        Attr("bias", "bool", True),
+    )
+
+    def infer_shape(self, node, shapes):
+        (shape,) = shapes
+        a = node.attrs
+        if len(shape) != 2:
+            raise self.shape_error(ShapeError, node, shapes, "conv1d needs a (C, L) input",
+                                   fix="reshape to (C, L) first, or use conv2d on a CxHxW input")
+        check_groups(self, node, shapes)
+        length = window_out(shape[1], a["kernel_size"], a["stride"], a["padding"], a["dilation"])
+        if length <= 0:
+            raise self.shape_error(ShapeError, node, shapes, f"kernel {a['dilation'] * (a['kernel_size'] - 1) + 1} "
+                                   f"(dilated) is longer than the padded input {shape[1] + 2 * a['padding']}",
+                                   fix="use a longer input or more padding")
+        return (a["out_channels"], length)
+
+    def params(self, node, shapes):
+        a = node.attrs
+        return a["out_channels"] * (shapes[0][0] // a["groups"]) * a["kernel_size"] + (a["out_channels"] if a["bias"] else 0)
+
+    def macs(self, node, shapes, out, convention):
+        a = node.attrs
+        n = numel(out) * (shapes[0][0] // a["groups"]) * a["kernel_size"]
+        return n + (numel(out) if convention == "full" and a["bias"] else 0)
+
+    def rf(self, node, shapes, out):
+        return GLOBAL
+
+    def memory(self, node, shapes, out):
+        return MemoryRule(saved_inputs=(0,))  # ConvolutionBackward0: input and weight
+
+    def emit(self, ctx, node, args, shapes):
+        import torch.nn as nn
+
+        a = node.attrs
+        mod = nn.Conv1d(shapes[0][0], a["out_channels"], a["kernel_size"], stride=a["stride"], padding=a["padding"],
+                        dilation=a["dilation"], groups=a["groups"], bias=a["bias"])
+        return ctx.call_module(node, mod, args)
+
+
+@register_op
 class Linear(Op):
     """``torch.nn.Linear`` on the last dim: ``(..., F) -> (..., out_features)``,
     any rank (a flat ``(F,)`` vector after a flatten, ``(L, E)`` tokens).
@@ -109,6 +229,9 @@ class Linear(Op):
     def infer_shape(self, node, shapes):
         (shape,) = shapes
         return (*shape[:-1], node.attrs["out_features"])
+
+    def weight_shape(self, node, shapes):
+        return shapes[0][-1]  # in_features: any number of tokens
 
     def params(self, node, shapes):
         n = shapes[0][-1] * node.attrs["out_features"]

@@ -120,6 +120,30 @@ class Div(Elementwise):
 
 
 @register_op
+class Addcmul(Elementwise):
+    """``torch.addcmul(a, b, c, value=v)``: ``a + v * b * c`` in one kernel,
+    broadcasting (ResMLP's affine ``beta + alpha * x``, ConvNeXt-V2's global
+    response normalisation)."""
+
+    name = "addcmul"
+    arity = (3, 3)
+    doc = "a + value * b * c in one kernel (broadcasts: affine layers)"
+    attrs = (Attr("value", "float", 1.0),)
+
+    def macs(self, node, shapes, out, convention):
+        return 2 * numel(out) if convention == "full" else 0  # a multiply-add and a multiply
+
+    def memory(self, node, shapes, out):
+        # AddcmulBackward0 saves c when b requires grad and b when c does (like mul).
+        return MemoryRule(saved_inputs=(1, 2), cross_saved=True, cross_inputs=(1, 2), layout="like_input")
+
+    def emit(self, ctx, node, args, shapes):
+        import torch
+
+        return ctx.call_function(torch.addcmul, args, {"value": node.attrs["value"]})
+
+
+@register_op
 class Concat(Op):
     """``torch.cat(inputs, dim)``; the default ``dim=1`` is channel
     concatenation of ``CxHxW`` inputs with equal HxW.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from archlab.errors import ChannelMismatchError, ShapeError
 from archlab.ops.base import GLOBAL, POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
+from archlab.ops.dims import axis, is_spatial
 
 
 @register_op
@@ -24,11 +25,17 @@ class BatchNorm2d(Op):
             raise self.shape_error(ShapeError, node, shapes, "batch_norm2d needs a CxHxW input")
         return shape
 
+    def channels(self, node, shapes) -> int:
+        return shapes[0][0]
+
+    def weight_shape(self, node, shapes):
+        return self.channels(node, shapes)
+
     def params(self, node, shapes):
-        return 2 * shapes[0][0] if node.attrs["affine"] else 0
+        return 2 * self.channels(node, shapes) if node.attrs["affine"] else 0
 
     def buffers(self, node, shapes):
-        return 2 * shapes[0][0] + 1 if node.attrs["track_running_stats"] else 0
+        return 2 * self.channels(node, shapes) + 1 if node.attrs["track_running_stats"] else 0
 
     def macs(self, node, shapes, out, convention):
         # Inference: a per-channel scale (and shift when affine), as fvcore counts it.
@@ -42,7 +49,7 @@ class BatchNorm2d(Op):
     def memory(self, node, shapes, out):
         # NativeBatchNormBackward0 saves the input, weight and running stats, and
         # the per-channel batch mean and inverse std in the weights' dtype.
-        c = shapes[0][0]
+        c = self.channels(node, shapes)
         stats = tuple(Saved(w, c, per_sample=False, dtype="param") for w in ("save_mean", "save_invstd"))
         # running_mean/var in fp32, num_batches_tracked an int64.
         buffers = 2 * c * 4 + 8 if node.attrs["track_running_stats"] else 0
@@ -55,7 +62,7 @@ class BatchNorm2d(Op):
 
         a = node.attrs
         mod = getattr(nn, self.torch_module)(
-            shapes[0][0], eps=a["eps"], momentum=a["momentum"], affine=a["affine"],
+            self.channels(node, shapes), eps=a["eps"], momentum=a["momentum"], affine=a["affine"],
             track_running_stats=a["track_running_stats"],
         )
         return ctx.call_module(node, mod, args)
@@ -64,19 +71,35 @@ class BatchNorm2d(Op):
 @register_op
 class BatchNorm1d(BatchNorm2d):
     """``torch.nn.BatchNorm1d`` on ``(C,)`` features or ``(C, L)`` sequences (MLP
-    heads, RepViT's classifier); the rules are batch_norm2d's, per element."""
+    heads, RepViT's classifier), or with ``channels_last`` on ``(L, C)`` tokens,
+    run as LeViT runs it: ``bn(x.flatten(0, 1)).view(x.shape)``, the batch and the
+    tokens merged into the rows; the rules are batch_norm2d's, per element."""
 
     name = "batch_norm1d"
-    doc = "batch normalisation over channels of a (C,) or (C, L) input"
+    doc = "batch normalisation over channels of a (C,) or (C, L) input, or (L, C) tokens with channels_last"
+    attrs = (*BatchNorm2d.attrs, Attr("channels_last", "bool", False))
 
     def infer_shape(self, node, shapes):
         (shape,) = shapes
+        if node.attrs["channels_last"] and len(shape) != 2:
+            raise self.shape_error(ShapeError, node, shapes, "batch_norm1d with channels_last needs (L, C) tokens")
         if len(shape) not in (1, 2):
             raise self.shape_error(ShapeError, node, shapes, "batch_norm1d needs a (C,) or (C, L) input",
                                    fix="use batch_norm2d on a CxHxW input")
         return shape
 
+    def channels(self, node, shapes) -> int:
+        return shapes[0][-1] if node.attrs["channels_last"] else shapes[0][0]
+
     torch_module = "BatchNorm1d"
+
+    def emit(self, ctx, node, args, shapes):
+        if not node.attrs["channels_last"]:
+            return super().emit(ctx, node, args, shapes)
+        import torch
+
+        rows = ctx.call_function(torch.flatten, [args[0], 0, 1])  # (B * L, C)
+        return ctx.call_function(torch.Tensor.view_as, [super().emit(ctx, node, [rows], shapes), args[0]])
 
 
 def _norm_stats(n: int, affine: bool) -> tuple[Saved, Saved]:
@@ -201,3 +224,44 @@ class GroupNorm(Op):
 
         a = node.attrs
         return ctx.call_module(node, nn.GroupNorm(a["num_groups"], shapes[0][0], eps=a["eps"], affine=a["affine"]), args)
+
+
+@register_op
+class Normalize(Op):
+    """``F.normalize(x, p=2, dim, eps)``: ``x / max(||x||, eps)`` along ``dim``
+    (cross-covariance attention in XCiT and EdgeNeXt, cosine attention in
+    Swin V2). No parameters.
+
+    Rules: MACs 0 under torchvision and fvcore (neither counts it); ``full``: 2
+    per element (a square-and-add for the norm, a division). Receptive field
+    :data:`POINTWISE` unless ``dim`` is spatial (then :data:`GLOBAL`). Memory:
+    the norm and its clamped copy (one element per reduced row each) are saved
+    with the input for backward; at inference the clamped norm is scratch
+    beside the output (torch computes ``x / norm.clamp_min(eps).expand_as(x)``)."""
+
+    name = "normalize"
+    doc = "divide by the Euclidean norm along a dim (F.normalize)"
+    attrs = (Attr("dim", "int", 1), Attr("eps", "float", 1e-12))
+
+    def _axis(self, node, shapes) -> int:
+        return axis(self, node, shapes, node.attrs["dim"], len(shapes[0]))
+
+    def infer_shape(self, node, shapes):
+        self._axis(node, shapes)
+        return shapes[0]
+
+    def macs(self, node, shapes, out, convention):
+        return 2 * numel(out) if convention == "full" else 0
+
+    def rf(self, node, shapes, out):
+        return GLOBAL if is_spatial(self._axis(node, shapes), len(out)) else POINTWISE
+
+    def memory(self, node, shapes, out):
+        rows = numel(out) // out[self._axis(node, shapes)]
+        norms = (Saved("norm", rows), Saved("clamped_norm", rows))
+        return MemoryRule(saved_inputs=(0,), saved_extra=norms, scratch=norms[1:], layout="like_input")
+
+    def emit(self, ctx, node, args, shapes):
+        import torch.nn.functional as F
+
+        return ctx.call_function(F.normalize, [args[0]], {"p": 2.0, "dim": node.attrs["dim"], "eps": node.attrs["eps"]})

@@ -5,6 +5,8 @@ element-wise ops with a Python constant.
 """
 from __future__ import annotations
 
+import math
+
 import operator
 
 from archlab.errors import ShapeError
@@ -21,7 +23,11 @@ class Matmul(Op):
     Rules:
         * MACs: ``out elements x k`` (FlopCounterMode's bmm rule) under
           torchvision and full; fvcore's matmul handler counts ``a``'s elements
-          x ``m``, which is less when ``a``'s leading dims broadcast.
+          x ``m``, which is less when ``a``'s leading dims broadcast. With
+          ``fvcore_einsum`` (the product was ``torch.einsum`` in the model, MaxViT)
+          fvcore's einsum handler: numpy's ``einsum_path`` cost ``2 x out elements x
+          k``, read from its printout (``%.3e``, four significant digits), halved
+          and floored; per sample, so equal to fvcore's count at batch 1.
         * receptive field: :data:`GLOBAL`.
         * memory: PyTorch folds both operands to 3-D for ``bmm``; autograd saves
           each operand for the other's gradient (``cross_saved``). An operand
@@ -32,6 +38,7 @@ class Matmul(Op):
     name = "matmul"
     arity = (2, 2)
     doc = "matrix product a @ b over the last two dims (leading dims broadcast)"
+    attrs = (Attr("fvcore_einsum", "bool", False),)
 
     def _lead(self, node, shapes) -> tuple[int, ...]:
         a, b = shapes
@@ -52,6 +59,8 @@ class Matmul(Op):
         return (*self._lead(node, shapes), shapes[0][-2], shapes[1][-1])
 
     def macs(self, node, shapes, out, convention):
+        if convention == "fvcore" and node.attrs.get("fvcore_einsum"):
+            return math.floor(float("%.3e" % (2 * numel(out) * shapes[0][-1])) / 2)
         if convention == "fvcore":
             return numel(shapes[0]) * shapes[1][-1]
         return numel(out) * shapes[0][-1]
@@ -106,20 +115,22 @@ class Softmax(Op):
         return ctx.call_function(torch.softmax, [args[0], node.attrs["dim"]])
 
 
-_REDUCE_FNS = ("mean", "sum", "amax", "amin")
+_REDUCE_FNS = ("mean", "sum", "amax", "amin", "norm")
 
 
 @register_op
 class Reduce(Op):
-    """``torch.<fn>(x, dims, keepdim)`` for ``fn`` in mean, sum, amax, amin.
+    """``torch.<fn>(x, dims, keepdim)`` for ``fn`` in mean, sum, amax, amin, and
+    ``norm``: the Euclidean norm (``torch.linalg.vector_norm(x, 2, dims)``,
+    ``x.norm(p=2, dim=dims)``; ConvNeXt-V2's global response normalisation).
 
     Rules: MACs 0 under torchvision and fvcore (neither counts them); ``full``:
     1 per input element. Receptive field :data:`POINTWISE` unless a reduced dim
     is spatial (then :data:`GLOBAL`: a mean over H and W is global pooling).
-    Memory: mean and sum save nothing; amax and amin save input and output."""
+    Memory: mean and sum save nothing; amax, amin and norm save input and output."""
 
     name = "reduce"
-    doc = "mean/sum/amax/amin over dims (keepdim keeps them as size 1)"
+    doc = "mean/sum/amax/amin/norm (Euclidean) over dims (keepdim keeps them as size 1)"
     attrs = (Attr("fn", "str"), Attr("dims", "ints"), Attr("keepdim", "bool", False))
 
     def _axes(self, node, shapes) -> list[int]:
@@ -147,7 +158,7 @@ class Reduce(Op):
         return GLOBAL if any(is_spatial(a, rank) for a in self._axes(node, shapes)) else POINTWISE
 
     def memory(self, node, shapes, out):
-        if node.attrs["fn"] in ("amax", "amin"):
+        if node.attrs["fn"] in ("amax", "amin", "norm"):
             return MemoryRule(saved_inputs=(0,), saved_output=True)
         return MemoryRule()
 
@@ -155,7 +166,10 @@ class Reduce(Op):
         import torch
 
         a = node.attrs
-        return ctx.call_function(getattr(torch, a["fn"]), [args[0]], {"dim": tuple(a["dims"]), "keepdim": a["keepdim"]})
+        kw = {"dim": tuple(a["dims"]), "keepdim": a["keepdim"]}
+        if a["fn"] == "norm":
+            return ctx.call_function(torch.linalg.vector_norm, [args[0], 2.0], kw)
+        return ctx.call_function(getattr(torch, a["fn"]), [args[0]], kw)
 
 
 def _rsub(x, value: float):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from archlab.errors import ArchlabError, GraphError
 from archlab.ops import get_op
+from archlab.ops.base import SHARES
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -39,12 +40,16 @@ class EmitContext:
         self.modules: dict[str, torch.nn.Module] = {}
         self.side: dict[str, Any] = {}  # extra fx values an op leaves for its consumers (max-pool indices)
         self.params: dict[str, tuple[int, ...]] = {}  # dotted name -> shape of a free-standing parameter
+        self.buffers: dict[str, tuple[Any, bool]] = {}  # dotted name -> (value, persistent) of a constant
         self._node: Node | None = None
 
     def call_module(self, node: Node, module: torch.nn.Module, args: list, kwargs: dict | None = None):
-        """Register ``module`` at ``node.name`` and call it."""
-        self.modules[node.name] = module
-        return self.fx_graph.create_node("call_module", node.name, tuple(args), kwargs or {}, name=fx_name(node.name))
+        """Register ``module`` at ``node.name`` and call it; a node that shares
+        another's weights (:data:`~archlab.ops.base.SHARES`) calls that node's
+        module (whichever of the two is emitted first creates it)."""
+        path = node.attrs.get(SHARES, node.name)
+        self.modules.setdefault(path, module)
+        return self.fx_graph.create_node("call_module", path, tuple(args), kwargs or {}, name=fx_name(node.name))
 
     def parameter(self, node: Node, shape: tuple[int, ...]):
         """Register a free-standing ``nn.Parameter`` of ``shape`` at ``node.name``
@@ -52,6 +57,12 @@ class EmitContext:
         return the fx value reading it."""
         self.params[node.name] = tuple(shape)
         return self.fx_graph.create_node("get_attr", node.name, (), {}, name=fx_name(node.name) + "_param")
+
+    def buffer(self, node: Node, value: torch.Tensor, *, persistent: bool):
+        """Register ``value`` as a buffer at ``node.name`` (in the ``state_dict`` only
+        when ``persistent``) and return the fx value reading it."""
+        self.buffers[node.name] = (value, persistent)
+        return self.fx_graph.create_node("get_attr", node.name, (), {}, name=fx_name(node.name) + "_buffer")
 
     def call_function(self, fn, args: list, kwargs: dict | None = None):
         """Call a free function; the first call of a node is named after it."""
@@ -134,7 +145,7 @@ def to_module(
     outs = {k: values[v] for k, v in graph.outputs.items()}
     fx_graph.output(next(iter(outs.values())) if len(outs) == 1 else outs)
 
-    _check_module_names(graph, [*ctx.modules, *ctx.params])
+    _check_module_names(graph, [*ctx.modules, *ctx.params, *ctx.buffers])
     root = torch.nn.Module()
     for name, mod in ctx.modules.items():
         _assign(root, name, mod)
@@ -144,18 +155,25 @@ def to_module(
         if not skip_init:
             torch.nn.init.trunc_normal_(data, std=0.02)  # as ViT's position embeddings and class token
         _assign(root, ".".join(parents), None, param=(leaf, torch.nn.Parameter(data)))
+    for name, (value, persistent) in ctx.buffers.items():
+        *parents, leaf = name.split(".")
+        _assign(root, ".".join(parents), None, buffer=(leaf, value.clone(), persistent))
     gm = torch.fx.GraphModule(root, fx_graph, class_name=fx_name(graph.name))
     gm.eval()
     if skip_init:
         gm.to_empty(device="cpu")
+        with torch.no_grad():  # constants have their value whatever the state_dict holds
+            for name, (value, _) in ctx.buffers.items():
+                gm.get_buffer(name).copy_(value)
     if state_dict is not None:
         load_weights(gm, state_dict, strict=strict, graph_name=graph.name, assign=assign)
     return gm
 
 
-def _assign(root, dotted: str, module, *, param=None) -> None:
+def _assign(root, dotted: str, module, *, param=None, buffer=None) -> None:
     """Add ``module`` at ``dotted`` (or, with ``param=(name, tensor)``, that
-    parameter to the module at ``dotted``), creating empty parent modules."""
+    parameter, with ``buffer=(name, tensor, persistent)`` that buffer, to the
+    module at ``dotted``), creating empty parent modules."""
     import torch
 
     parts = dotted.split(".") if dotted else []
@@ -167,14 +185,23 @@ def _assign(root, dotted: str, module, *, param=None) -> None:
         cur = getattr(cur, p)
     if param is not None:
         cur.register_parameter(*param)
+    elif buffer is not None:
+        cur.register_buffer(buffer[0], buffer[1], persistent=buffer[2])
     else:
         cur.add_module(leaf, module)
 
 
 def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, graph_name: str = "graph",
                  assign: bool = False) -> None:
-    """``module.load_state_dict`` with an error that lists the keys and shapes that do not fit."""
+    """``module.load_state_dict`` with an error that lists the keys and shapes that do not fit.
+
+    A module registered under several paths (a shared layer) has one key per
+    path in torch's ``state_dict``; a graph has one per weight. Keys the graph
+    lacks whose tensor *is* (same storage, offset, shape and strides) one the
+    graph takes are such aliases and are skipped."""
     own = module.state_dict()
+    taken = {_tensor_id(state_dict[k]) for k in own if k in state_dict} - {None}
+    state_dict = {k: v for k, v in state_dict.items() if k in own or _tensor_id(v) not in taken}
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     bad = [
@@ -192,3 +219,12 @@ def load_weights(module, state_dict: Mapping[str, Any], *, strict: bool = True, 
     if problems:
         raise ArchlabError(f"weights do not fit graph {graph_name}: " + " | ".join(problems))
     module.load_state_dict(dict(state_dict), strict=strict, assign=assign)
+
+
+def _tensor_id(t: Any) -> tuple | None:
+    """What makes two tensors one (None for a tensor without storage of its own, as on the meta device)."""
+    import torch
+
+    if not isinstance(t, torch.Tensor) or t.device.type == "meta" or t.untyped_storage().data_ptr() == 0:
+        return None
+    return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()

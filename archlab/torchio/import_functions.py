@@ -21,8 +21,10 @@ from torch import fx
 from archlab.errors import fmt_shape
 from archlab.torchio.import_rules import (
     ALIAS, AVG_POOL, MAX_POOL, TUPLE, Mapped, Rule, Site, Unmapped, adaptive_avg_pool, avg_pool,
-    batch_norm_attrs, batch_norm_op, conv2d_attrs, max_pool,
+    batch_norm_attrs, batch_norm_op, conv2d_attrs, max_pool, owner_of,
 )
+from archlab.torchio.import_math import FUNCTION_RULES as MATH_FUNCTIONS, METHOD_RULES as MATH_METHODS
+from archlab.torchio.import_windows import WINDOW_FUNCTION_RULES, WINDOW_METHOD_RULES
 
 
 def _input(s: Site) -> fx.Node:
@@ -74,31 +76,10 @@ def _rsub(s: Site) -> Mapped:
 
 
 # -- layers in functional form --------------------------------------------------------
-def _owner(s: Site, **weights: Any) -> str:
-    """The module path owning every weight argument (``get_attr`` nodes named
-    ``<owner>.<name>``, each name the one archlab's layer uses); None arguments
-    are absent weights."""
-    owners = set()
-    for name, w in weights.items():
-        if w is None:
-            continue
-        if not isinstance(w, fx.Node) or w.op != "get_attr":
-            raise Unmapped(f"its {name} is computed at run time (not a module's parameter); archlab layers own "
-                           "plain weights")
-        owner, _, leaf = w.target.rpartition(".")
-        if leaf != name:
-            raise Unmapped(f"its {name} is the attribute '{w.target}'; archlab's layer names it '{name}'")
-        owners.add(owner)
-    if len(owners) != 1 or "" in owners:
-        raise Unmapped(f"its weights belong to {len(owners)} modules ({', '.join(sorted(owners)) or 'the root'}); "
-                       "archlab's layer owns them all")
-    return owners.pop()
-
-
 def _conv2d(s: Site) -> Mapped:
     a = s.bind("input", "weight", "bias", "stride", "padding", "dilation", "groups",
                bias=None, stride=1, padding=0, dilation=1, groups=1)
-    owner = _owner(s, weight=a["weight"], bias=a["bias"])
+    owner = owner_of(s, weight=a["weight"], bias=a["bias"])
     attrs = conv2d_attrs(s.shape(a["weight"]), a["bias"] is not None, a["stride"], a["padding"], a["dilation"],
                          a["groups"])
     return Mapped("conv2d", (s.tensor(a["input"]),), attrs, owner=owner)
@@ -106,7 +87,7 @@ def _conv2d(s: Site) -> Mapped:
 
 def _linear(s: Site) -> Mapped:
     a = s.bind("input", "weight", "bias", bias=None)
-    owner = _owner(s, weight=a["weight"], bias=a["bias"])
+    owner = owner_of(s, weight=a["weight"], bias=a["bias"])
     return Mapped("linear", (s.tensor(a["input"]),), {"out_features": s.shape(a["weight"])[0],
                                                       "bias": a["bias"] is not None}, owner=owner)
 
@@ -116,7 +97,7 @@ def _batch_norm(s: Site) -> Mapped:
                weight=None, bias=None, training=False, momentum=0.1, eps=1e-5)
     if a["training"]:
         raise Unmapped("batch norm in training mode (batch statistics); import the model in eval mode")
-    owner = _owner(s, running_mean=a["running_mean"], running_var=a["running_var"], weight=a["weight"],
+    owner = owner_of(s, running_mean=a["running_mean"], running_var=a["running_var"], weight=a["weight"],
                    bias=a["bias"])
     if (a["weight"] is None) != (a["bias"] is None) or a["running_mean"] is None:
         raise Unmapped("batch norm with only one of weight and bias, or without running statistics")
@@ -134,7 +115,7 @@ def _layer_norm(s: Site) -> Mapped:
                  bias=a["bias"] is not None)
     if a["weight"] is None:
         return Mapped("layer_norm", (s.tensor(a["input"]),), attrs)
-    return Mapped("layer_norm", (s.tensor(a["input"]),), attrs, owner=_owner(s, weight=a["weight"], bias=a["bias"]))
+    return Mapped("layer_norm", (s.tensor(a["input"]),), attrs, owner=owner_of(s, weight=a["weight"], bias=a["bias"]))
 
 
 def _group_norm(s: Site) -> Mapped:
@@ -142,7 +123,7 @@ def _group_norm(s: Site) -> Mapped:
     if (a["weight"] is None) != (a["bias"] is None):
         raise Unmapped("group norm with only one of weight and bias")
     attrs = dict(num_groups=a["num_groups"], eps=a["eps"], affine=a["weight"] is not None)
-    owner = _owner(s, weight=a["weight"], bias=a["bias"]) if a["weight"] is not None else None
+    owner = owner_of(s, weight=a["weight"], bias=a["bias"]) if a["weight"] is not None else None
     return Mapped("group_norm", (s.tensor(a["input"]),), attrs, owner=owner)
 
 
@@ -291,15 +272,6 @@ def _cat(s: Site, op: str = "concat") -> Mapped:
     return Mapped(op, parts, {"dim": d % rank})
 
 
-def _expand(s: Site) -> Mapped:
-    """``t.expand(n, -1, -1)`` of a parameter (ViT's class token), or an expand that changes nothing but the batch."""
-    x = _input(s)
-    before, after = s.shape(x), s.out_shape
-    if x.op == "get_attr" or (len(before) == len(after) and before[1:] == after[1:]):
-        return Mapped(ALIAS, (x,))
-    raise Unmapped(f"expands {fmt_shape(before)} to {fmt_shape(after)}; archlab broadcasts in its element-wise ops")
-
-
 def _flatten(s: Site) -> Mapped:
     a = s.bind("input", "start_dim", "end_dim", start_dim=0, end_dim=-1)
     return _reshape_to(s.tensor(a["input"]), s)
@@ -330,10 +302,13 @@ def _softmax(s: Site) -> Mapped:
 def _sdpa(s: Site) -> Mapped:
     a = s.bind("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa",
                attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False)
-    if a["attn_mask"] is not None or a["dropout_p"] or a["enable_gqa"]:
-        raise Unmapped("scaled_dot_product_attention with a mask, dropout or grouped queries; archlab's sdpa has none")
-    return Mapped("sdpa", tuple(s.tensor(a[k]) for k in ("query", "key", "value")),
-                  {"is_causal": a["is_causal"], "scale": a["scale"]})
+    mask = a["attn_mask"]
+    if a["dropout_p"] or a["enable_gqa"] or (mask is not None and (s.shape(mask) is None or s.value(mask).dtype
+                                                                     == torch.bool)):
+        raise Unmapped("scaled_dot_product_attention with dropout, grouped queries or a boolean mask; archlab's sdpa "
+                       "takes an additive float mask")
+    inputs = tuple(s.tensor(a[k]) for k in ("query", "key", "value")) + (() if mask is None else (mask,))
+    return Mapped("sdpa", inputs, {"is_causal": a["is_causal"], "scale": a["scale"]})
 
 
 def _matmul(s: Site) -> Mapped:
@@ -455,6 +430,8 @@ FUNCTION_RULES: dict[Callable, Rule] = {
     F.max_pool2d: _pool_function(max_pool, MAX_POOL),
     F.avg_pool2d: _pool_function(avg_pool, AVG_POOL),
     F.dropout: _dropout,
+    **MATH_FUNCTIONS,
+    **WINDOW_FUNCTION_RULES,
 }
 
 # Functions of optional libraries, by qualified name (no import needed to match them).
@@ -479,10 +456,11 @@ METHOD_RULES: dict[str, Rule] = {
     **_each(("transpose", "swapaxes"), _transpose),
     **_each(("split", "chunk", "tensor_split"), _split),
     "unbind": _unbind,
-    "expand": _expand,
     "mean": _reduce("mean"),
     "sum": _reduce("sum"),
     "amax": _reduce("amax"),
     "softmax": _softmax,
     **_each(("contiguous", "clone", "detach", "float", "type_as", "to"), _same),
+    **MATH_METHODS,
+    **WINDOW_METHOD_RULES,
 }

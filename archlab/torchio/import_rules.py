@@ -177,11 +177,14 @@ def _no_rule(node: fx.Node, module: nn.Module | None) -> Rule:
 
 
 def module_rule(module: nn.Module) -> Rule | None:
-    """The rule for a leaf module: its class's, or that of the nearest base class
+    """The rule for a leaf module: its class's (by type, or by qualified name for
+    layers of optional libraries), or that of the nearest base class
     whose ``forward`` it inherits unchanged (a subclass that only adds methods
     or defaults); None when the module must be traced through."""
+    from archlab.torchio.import_timm import NAMED_MODULE_RULES
+
     cls = type(module)
-    rule = MODULE_RULES.get(cls)
+    rule = MODULE_RULES.get(cls) or NAMED_MODULE_RULES.get(f"{cls.__module__}.{cls.__qualname__}")
     if rule is not None:
         return rule
     for k, base in enumerate(cls.__mro__[1:], 1):
@@ -274,6 +277,27 @@ def avg_pool(x: fx.Node, a: dict[str, Any]) -> Mapped:
 
 def _pool_module(build: Callable, params: dict[str, Any]) -> Rule:
     return lambda s: build(s.module_input(), {k: getattr(s.module, k) for k in params})
+
+
+def owner_of(s: Site, **weights: Any) -> str:
+    """The module path owning every weight argument (``get_attr`` nodes named
+    ``<owner>.<name>``, each name the one archlab's layer uses); None arguments
+    are absent weights."""
+    owners = set()
+    for name, w in weights.items():
+        if w is None:
+            continue
+        if not isinstance(w, fx.Node) or w.op != "get_attr":
+            raise Unmapped(f"its {name} is computed at run time (not a module's parameter); archlab layers own "
+                           "plain weights")
+        owner, _, leaf = w.target.rpartition(".")
+        if leaf != name:
+            raise Unmapped(f"its {name} is the attribute '{w.target}'; archlab's layer names it '{name}'")
+        owners.add(owner)
+    if len(owners) != 1 or "" in owners:
+        raise Unmapped(f"its weights belong to {len(owners)} modules ({', '.join(sorted(owners)) or 'the root'}); "
+                       "archlab's layer owns them all")
+    return owners.pop()
 
 
 def conv2d_attrs(weight_shape: tuple[int, ...], bias: bool, stride, padding, dilation, groups) -> dict[str, Any]:

@@ -93,16 +93,17 @@ class ParameterAndPermuteRules:
         self.params[v.target] = (ir.name, shape)
         return ir.name
 
-    def _own(self, owner: str, params: list[tuple[str, torch.nn.Parameter]], n: fx.Node) -> None:
-        """Record that ``owner``'s parameters belong to one node: a second call of the
-        same layer, or a parameter tied to another's, cannot be expressed."""
+    def _own(self, owner: str, params: list[tuple[str, torch.nn.Parameter]], n: fx.Node) -> bool:
+        """Record that ``owner``'s parameters belong to the node of fx node ``n``;
+        whether ``n`` calls ``owner`` again (its node then shares the first call's
+        weights). A parameter tied to another module's cannot be expressed."""
         first = self.stateful_calls.setdefault(owner, n.name)
         if first != n.name:
-            raise Unmapped(f"calls module '{owner}' a second time (first at fx node '{first}'): weight sharing "
-                           "cannot be expressed (every archlab node owns its weights)")
+            return True
         for pname, p in params:
             qual = ".".join(x for x in (owner, pname) if x)
             got = self.param_owners.setdefault(id(p), qual)
             if got != qual:
                 raise Unmapped(f"its parameter '{pname}' is the same tensor as '{got}': tied weights cannot be "
                                "expressed (every archlab node owns its weights)")
+        return False

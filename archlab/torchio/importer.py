@@ -29,12 +29,15 @@ from archlab.errors import ArchlabError, ImportTorchError, fmt_shape
 from archlab.graph import Graph
 from archlab.graph.node import Node as IRNode
 from archlab.ops import get_op
+from archlab.ops.base import SHARES
+from archlab.torchio.import_check import check_at_another_batch
 from archlab.torchio.import_errors import import_error
 from archlab.torchio.import_rules import (
     ALIAS, TUPLE, Mapped, Site, Unmapped, find_rule, short_target, target_name,
 )
+from archlab.torchio.import_shifted import BROADCASTING, RESHAPES, ShiftedRules, _name_of
 from archlab.torchio.import_values import ParameterAndPermuteRules
-from archlab.torchio.trace import BATCH
+from archlab.torchio.trace import BATCH, depends
 from archlab.torchio.trace import import_trace as _trace
 from archlab.torchio.trace import one_line as _one_line
 
@@ -77,11 +80,15 @@ def from_torch(module: torch.nn.Module, input_shape: tuple[int, ...], *, name: s
         raise ImportTorchError(f"from_torch({cls}): input_shape must be a tuple of ints, got {input_shape!r}") from None
     fx_graph, values = _trace(module, shape)
     results = {n: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v) for n, v in values.items()}
-    graph = _Importer(fx_graph, dict(module.named_modules()), results, values, shape).run(name or type(module).__name__, cls)
+    importer = _Importer(fx_graph, dict(module.named_modules()), results, values, shape)
+    graph = importer.run(name or type(module).__name__, cls)
     try:
-        return graph.validate()
+        graph.validate()
     except ArchlabError as e:  # a mapping rule let through something archlab rejects
         raise ImportTorchError(f"cannot import {cls}: the imported graph does not validate: {e}") from None
+    if importer.shifted_used:  # what batch 1 cannot show (import_check)
+        check_at_another_batch(module, graph, shape, cls)
+    return graph
 
 
 def _inplace_arg(node: fx.Node) -> bool:
@@ -106,7 +113,7 @@ def _namedtuple_packer(output: fx.Node) -> fx.Node | None:
     return None
 
 
-class _Importer(ParameterAndPermuteRules):
+class _Importer(ShiftedRules, ParameterAndPermuteRules):
     """One import: walks the fx graph once, collecting archlab nodes and problems."""
 
     def __init__(self, fx_graph: fx.Graph, modules: dict[str, torch.nn.Module], results: dict[fx.Node, Any],
@@ -128,12 +135,20 @@ class _Importer(ParameterAndPermuteRules):
         self.param_views: dict[fx.Node, fx.Node] = {}  # a reshape of a parameter -> the parameter's get_attr
         self.pending: dict[fx.Node, tuple[fx.Node, tuple[int, ...]]] = {}  # a batch-moving permute -> (input, dims)
         self.scope_of: dict[str, str] = {}  # IR node name -> the scope its followers at the root join
+        self.constants: dict[fx.Node, str] = {}  # a constant fx value -> the ``constant`` node folding it
+        self.reshaped: dict[tuple[str, tuple[int, ...]], str] = {}  # (IR node, shape) -> its reshape
+        self.single_sample: set[fx.Node] = set()  # computed without the input, held batched (import_shifted)
+        self.shifted_used = False  # whether any value was held shifted: the import is then checked at batch 2
+        self._consumer = (False, False)  # the node being mapped: (its output is shifted, it broadcasts)
+        self.functionalised: set[fx.Node] = set()  # in-place ops expressed functionally (_functionalise)
+        self.zeroed: dict[fx.Node, torch.Tensor] = {}  # a clone -> the 0/1 mask its in-place zero_() calls leave
 
     # -- the walk -------------------------------------------------------------
     def run(self, name: str, cls: str) -> Graph:
         nodes = list(self.fx_graph.nodes)
         output = next(n for n in nodes if n.op == "output")
         live = self._live(output)
+        self._functionalise(nodes, live)
         self._check_inplace(nodes, live)
         inputs = [n for n in nodes if n.op == "placeholder" and n in live]
         if len(inputs) != 1:
@@ -210,7 +225,9 @@ class _Importer(ParameterAndPermuteRules):
             else:
                 inplace = False
             x = n.args[0] if n.args else None
-            if not inplace or not isinstance(x, fx.Node) or n not in live:
+            # a dead in-place op counts too (its writes are seen through x); constants were written
+            # while traced, and Swin v2's zeroed bias slice becomes a product (_functionalise)
+            if not inplace or not isinstance(x, fx.Node) or not depends(x) or n in self.functionalised:
                 continue
             shared = [w for w in sharing.get(storage.get(x), ()) if order[w] < order[n]] or [x]
             later = sorted({u for w in shared for u in w.users if u in live and u is not n and order[u] > order[n]},
@@ -227,15 +244,33 @@ class _Importer(ParameterAndPermuteRules):
 
     def _map(self, n: fx.Node) -> None:
         module = self.modules.get(n.target) if n.op == "call_module" else None
+        if not depends(n):  # a constant: folded into a ``constant`` node where a computed value reads it
+            return
         try:
             source = self._param_source(n)
             if source is not None:  # a view of a parameter (gamma.reshape(1, -1, 1, 1)): the parameter, reshaped
                 self.param_views[n] = source
                 self.value[n] = n.name
                 return
+            special = self._computed(n)
+            if special is not None:  # a zeroed clone, or F.linear with computed weights
+                self.value[n] = special
+                return
             site = Site(n, module, self.results, self.values, self.modules)
             pending = [i for i in n.all_input_nodes if i in self.pending]
-            mapped = self._unpermute(site, pending[0]) if pending else find_rule(n, module)(site)
+            self._note_single_sample(n, module, site)
+            folded = any(self._shifted(i) and "input" in depends(i) for i in n.all_input_nodes)
+            shifted = self._shifted(n) or folded
+            self.shifted_used |= shifted
+            if pending:
+                mapped = self._unpermute(site, pending[0])
+                if self._shifted(self.pending[pending[0]][0]):
+                    mapped, shifted = self._shift(mapped, n), True
+            elif shifted:
+                mapped = self._shifted_map(site)
+            else:
+                mapped = find_rule(n, module)(site)
+            self._consumer = (shifted, mapped.op in BROADCASTING)
             if mapped.op == "permute" and mapped.attrs["dims"][0] != 0:  # moves the batch: wait for a consumer
                 self.pending[n] = (mapped.inputs[0], tuple(mapped.attrs["dims"]))
                 self.value[n] = n.name
@@ -267,13 +302,20 @@ class _Importer(ParameterAndPermuteRules):
         return held[k]
 
     def _ir_shape(self, n: fx.Node) -> tuple[int, ...] | None:
-        """An fx value's shape in archlab terms (batch dropped), or None if it has none."""
+        """An fx value's shape in archlab terms (batch dropped; a shifted value's whole
+        shape, :mod:`archlab.torchio.import_shifted`), or None if it has none."""
         s = self.results.get(n)
+        if isinstance(s, tuple) and s and self._shifted(n):
+            return tuple(s)
         return tuple(s[1:]) if isinstance(s, tuple) and len(s) >= 2 and s[0] == BATCH else None
 
     def _ir_input(self, v: Any, rank: int | None) -> str:
         """The IR node holding fx value ``v``; a parameter read as a tensor becomes a
         ``parameter`` node, broadcast as a tensor of ``rank`` (batch included) sees it."""
+        shifted, broadcasting = self._consumer
+        if isinstance(v, fx.Node) and (self._is_constant(v) or ("input" not in depends(v) and (
+                shifted or not (self._is_parameter(v) or v in self.param_views)))):
+            return self._aligned(v, rank, shifted, broadcasting)
         if isinstance(v, fx.Node) and v.op == "get_attr":
             return self._parameter(v, rank, None)
         if v in self.param_views:
@@ -288,12 +330,15 @@ class _Importer(ParameterAndPermuteRules):
             raise Unmapped(f"uses the tuple '{v.name}' as a tensor")
         return held
 
-    def _name(self, n: fx.Node, op: str, inputs: tuple[str, ...]) -> str:
+    def _name(self, n: fx.Node, op: str, inputs: tuple[str, ...], scoped: bool = True) -> str:
         """A parameterless node's name: its module scope and op (``layer1.0.add``);
-        at the model's root, the scope of its first scoped input (``avgpool.flatten``)."""
+        at the model's root, the scope of its first scoped input (``avgpool.flatten``);
+        ``op`` itself when not ``scoped`` (a module's second call: ``cpe1.proj_1``)."""
         stack = n.meta.get("nn_module_stack") or {}
         scope = next(reversed(stack)) if stack else ""
-        if n.op == "call_module":
+        if not scoped:
+            base = op
+        elif n.op == "call_module":
             base = n.target
         else:
             if not scope:  # the first input with a scope (a root-level class token has none)
@@ -309,25 +354,37 @@ class _Importer(ParameterAndPermuteRules):
               label: str | None = None) -> str:
         out_rank = len(self.results[n]) if isinstance(self.results.get(n), tuple) else None
         inputs = tuple(self._ir_input(i, out_rank) for i in mapped.inputs)
+        again = False  # a second call of a module: the node shares the first call's weights
         if mapped.owner is not None:
             owner = mapped.owner
             weights = self.modules.get(owner)
-            self._own(owner, list(weights.named_parameters(recurse=False)) if weights is not None else [], n)
+            again = self._own(owner, list(weights.named_parameters(recurse=False)) if weights is not None else [], n)
         elif module is not None and any(True for _ in (*module.parameters(), *module.buffers())):
             owner = n.target
-            self._own(owner, list(module.named_parameters()), n)
+            again = self._own(owner, list(module.named_parameters()), n)
         else:
             owner = None
         if part is None:
             expected = self._ir_shape(n)
         else:
             value = self.values.get(n)
-            expected = tuple(value[part].shape[1:]) if isinstance(value, (tuple, list)) and \
-                isinstance(value[part], torch.Tensor) and value[part].shape[:1] == (BATCH,) else None
+            element = value[part] if isinstance(value, (tuple, list)) else None
+            if not isinstance(element, torch.Tensor) or not element.dim():
+                expected = None
+            elif self._consumer[0]:  # shifted: its whole shape
+                expected = tuple(element.shape)
+            else:
+                expected = tuple(element.shape[1:]) if element.shape[:1] == (BATCH,) else None
         if expected is None:
             raise Unmapped(f"its result {fmt_shape(self.results.get(n))} has no batch dimension of its own")
         steps = [(mapped.op, inputs, mapped.attrs), *[(op, None, attrs) for op, attrs in mapped.then]]
-        if owner is not None:
+        if again:
+            if mapped.then or part is not None:
+                raise Unmapped(f"calls module '{owner}' a second time as several archlab nodes; weights are shared "
+                               "by one node per call")
+            steps = [(mapped.op, inputs, {**mapped.attrs, SHARES: owner})]
+            base = self._name(n, owner, inputs, scoped=False)
+        elif owner is not None:
             base = owner
         elif part is not None:
             base = self._name(n, f"{label.split('.')[-1]}.{part}", inputs)

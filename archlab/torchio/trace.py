@@ -19,16 +19,28 @@ it on one input would silently give another model. Modules are traced through
 down to the leaves that ``is_leaf`` picks (the importer picks those it has a
 rule for); ``torch.fx.wrap``-ped functions are traced through too (their
 insides are plain tensor code), except those ``keep_wrapped`` keeps as one call.
+
+Each node records what its value depends on (:mod:`archlab.torchio.trace_depends`):
+the input, parameters, or neither. A value that depends on neither is a
+constant (Swin's shift mask, built with ``x.new_zeros`` from sizes): item
+assignment on it is recorded and run (on a computed tensor it is refused), and
+the importer folds it into one ``constant`` node.
 """
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import fx
 from torch.fx.node import map_aggregate
+
+from archlab.torchio.trace_depends import (  # noqa: F401  (FROM_BUFFERS, depends: re-exported)
+    DEPENDS, FROM_BUFFERS, SHAPE_ONLY_FUNCTIONS, SHAPE_ONLY_METHODS, EagerParameterMarks, depends, proxies,
+)
+from archlab.torchio.trace_state import ModuleState
 
 
 class TensorValueControlFlow(RuntimeError):
@@ -101,7 +113,20 @@ class ValueProxy(fx.Proxy):
         raise TensorValueControlFlow(f"'{self.node.name}': Python control flow on a tensor's value (if/while/assert)")
 
     def __setitem__(self, index, value):
-        raise ItemAssignment(f"'{self.node.name}': item assignment (x[...] = v) writes a traced tensor in place")
+        """``x[i] = v`` is recorded (and run) only on a constant: a tensor that depends on
+        neither the input nor a parameter (Swin's shift mask, built from sizes)."""
+        tracer = self.tracer
+        parts = [self, index, value]
+        deps = frozenset().union(*(depends(a.node) for a in proxies(parts)))
+        if deps:
+            raise ItemAssignment(f"'{self.node.name}': item assignment (x[...] = v) writes a tensor computed from the "
+                                 f"{' and '.join(sorted(deps))} in place")
+        target = tracer.values.get(self.node)
+        if isinstance(target, torch.Tensor) and target.numel() and \
+                target.untyped_storage().data_ptr() in tracer.constants_read:
+            raise ItemAssignment(f"'{self.node.name}': item assignment (x[...] = v) writes a constant after a "
+                                 "computed value has read it")
+        tracer.create_proxy("call_function", operator.setitem, (self, index, value), {})
 
     def _number(self):
         raise TensorValueControlFlow(f"'{self.node.name}': a tensor's value used as a Python number")
@@ -128,6 +153,7 @@ class ConcreteTracer(fx.Tracer):
         self.values: dict[fx.Node, Any] = {}
         self._placeholders = 0
         self._executing = False
+        self.constants_read: set[int] = set()  # storage of constants that a computed value has read
 
     def is_leaf_module(self, m: torch.nn.Module, module_qualified_name: str) -> bool:
         return self._is_leaf(m, module_qualified_name)
@@ -165,7 +191,28 @@ class ConcreteTracer(fx.Tracer):
             self.values[proxy.node] = value
             if isinstance(proxy, ValueProxy):
                 proxy.value = value
+            proxy.node.meta[DEPENDS] = self._depends(proxy.node, kind, target, args, kwargs, value)
         return proxy
+
+    def _depends(self, node: fx.Node, kind: str, target: Any, args: tuple, kwargs: dict, value: Any) -> frozenset:
+        """What the value depends on (:data:`DEPENDS`): ``x.new_zeros(...)`` reads only
+        ``x``'s dtype; a module with parameters adds ``"parameter"``."""
+        if kind == "placeholder":
+            return frozenset(("input",))
+        if kind == "get_attr":
+            return frozenset(("parameter",)) if isinstance(value, torch.nn.Parameter) else frozenset()
+        read = (args[1:], kwargs) if (kind == "call_method" and target in SHAPE_ONLY_METHODS) or \
+            (kind == "call_function" and target in SHAPE_ONLY_FUNCTIONS) else (args, kwargs)
+        inputs = [p.node for p in proxies(read)]
+        deps = frozenset().union(*(depends(i) for i in inputs))
+        if kind == "call_module" and any(True for _ in self.root.get_submodule(target).parameters()):
+            deps |= {"parameter"}
+        if deps:
+            for i in inputs:
+                v = self.values.get(i)
+                if not depends(i) and isinstance(v, torch.Tensor) and v.numel():
+                    self.constants_read.add(v.untyped_storage().data_ptr())
+        return deps
 
     def _run(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
         def value(a: Any) -> Any:  # a ValueProxy, or an fx Attribute proxy (``x.T``) whose node holds it
@@ -208,7 +255,12 @@ class ConcreteTracer(fx.Tracer):
         """The node's value; constants fx adds without a proxy (``_tensor_constant0``)
         are read from the root."""
         if node not in self.values and node.op == "get_attr":
-            self.values[node] = self.fetch(node.target)
+            value = self.values[node] = self.fetch(node.target)
+            if id(value) in self._marks.marked and value is self._marks.marked[id(value)]:
+                node.meta[DEPENDS] = frozenset(("parameter",))  # computed from parameters outside the trace
+            elif isinstance(value, torch.Tensor) and self._marks.buffer_names(value) and \
+                    self._marks.buffers.get(id(value), (None, None))[1] is not value:  # not the buffer itself
+                node.meta[FROM_BUFFERS] = self._marks.buffer_names(value)
         return self.values.get(node)
 
     def trace(self, root, concrete_args=None):
@@ -216,7 +268,14 @@ class ConcreteTracer(fx.Tracer):
         if isinstance(root, torch.nn.Module):
             for name, p in root.named_parameters():
                 self._param_names.setdefault(id(p), name)
-        with self._wrapped_patching():
+        buffers = {}
+        if isinstance(root, torch.nn.Module):
+            for name, module in root.named_modules():
+                for leaf, b in module._buffers.items():
+                    if b is not None and leaf not in module._non_persistent_buffers_set:
+                        buffers[id(b)] = (f"{name}.{leaf}" if name else leaf, b)
+        self._marks = EagerParameterMarks(self, buffers)
+        with self._wrapped_patching(), self._marks:
             return super().trace(root, concrete_args)
 
     @contextlib.contextmanager
@@ -266,8 +325,9 @@ def one_line(e: BaseException) -> str:
 
 def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.Graph, dict[fx.Node, Any]]:
     """:func:`concrete_trace` for :func:`archlab.torchio.from_torch`: the model runs on
-    zeros of ``input_shape`` (batch :data:`BATCH`) with the importer's leaves; its training
-    flags and buffers are restored. Returns the fx graph and each node's value.
+    zeros of ``input_shape`` (batch :data:`BATCH`) with the importer's leaves; the model is
+    left as it was (:class:`~archlab.torchio.trace_state.ModuleState`: training flags,
+    buffers, attributes and caches). Returns the fx graph and each node's value.
 
     Raises:
         ImportTorchError: one line naming the failing node or the model's own line.
@@ -292,12 +352,13 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
                                f"({', '.join(required)}); from_torch imports single-input models")
     first = next((p for p in module.parameters() if p.is_floating_point()), None)
     dtype, device = (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
-    flags = {m: m.training for m in module.modules()}
-    saved = {k: b.clone() for k, b in module.named_buffers()}  # code that writes a buffer is undone
+    state = ModuleState(module)  # flags, buffers, caches: the trace leaves the model as it found it
     example = torch.zeros((BATCH, *input_shape), dtype=dtype, device=device)
     try:
         with torch.no_grad():
             gm, tracer = concrete_trace(module, example, is_leaf, keep_wrapped=has_named_rule)
+            # read now: fx keeps constants it captured (``_tensor_constant0``) on the model until the restore
+            values = {n: tracer.value_of(n) for n in gm.nodes if n.op != "output"}
     except TensorValueControlFlow as e:
         raise ImportTorchError(
             f"cannot import {cls}: {e}; archlab follows the model on one example input, so branch on sizes "
@@ -319,13 +380,12 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
             f"({one_line(e)}); check input_shape (batch excluded), or make forward traceable by torch.fx"
         ) from None
     finally:
-        for m, flag in flags.items():
-            m.training = flag
-        if saved:
-            with torch.no_grad():
-                for k, b in module.named_buffers():
-                    b.copy_(saved[k])
-    values = {n: tracer.value_of(n) for n in gm.nodes if n.op != "output"}
+        state.restore()
+    changed = state.changed_parameters()
+    if changed:
+        raise ImportTorchError(f"cannot import {cls}: its forward writes parameter(s) {', '.join(changed[:3])} in "
+                               "place, so the model's weights have changed; archlab imports a forward that leaves "
+                               "its weights as they are")
     return gm, values
 
 

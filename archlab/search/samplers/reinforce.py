@@ -5,7 +5,11 @@ time, the architecture is evaluated for a reward R, and the gradient of the
 sample's log-probability is scaled by an advantage: by default the rank of R
 among the last ``reward_window`` rewards, mapped to [-1, 1]
 (``ReinforceConfig.advantage``; Zoph & Le's ``R - baseline`` is
-``advantage="raw"``). Here every
+``advantage="raw"``). For searches of tens of trials the default step is 5x
+ENAS's and, for the first ``replay_updates`` updates, each step also raises the
+log-likelihood of the ``replay_top_k`` best trajectories so far (priority-queue
+training, Abolafia et al. 2018); the queue is part of the controller's state, so
+it is rebuilt from the update log like everything else. Here every
 ``trial.suggest_*`` call of a define-by-run space is one controller step, in
 suggestion order, so a space whose later decisions depend on earlier ones works
 unchanged; new parameter names (or new choice sets) grow the controller.
@@ -18,7 +22,7 @@ State in storage, as an update log
     *stable* state covering every trial numbered below the first unfinished
     trial, plus a *live* state that also applies the records of later finished
     trials; it samples from the live state. Every ``snapshot_every`` updates the
-    stable state (weights, Adam moments, baseline, reward window, update count)
+    stable state (weights, Adam moments, baseline, reward window, replay queue, update count)
     is written to the study system attrs in chunks, so a restart replays at most
     that many records. Per trial this costs one small write instead of a ~0.5 MB state.
 
