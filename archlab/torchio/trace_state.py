@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 _CONTAINERS = (dict, list, set)
+_CORE = ("_parameters", "_buffers", "_modules")  # torch's own containers a model's code may change; hooks are left
 
 
 class ModuleState:
@@ -19,7 +20,7 @@ class ModuleState:
     def __init__(self, module: torch.nn.Module):
         self.attrs = {m: dict(vars(m)) for m in module.modules()}
         self.contents = {(m, k): v.copy() for m, attrs in self.attrs.items() for k, v in attrs.items()
-                         if isinstance(v, _CONTAINERS)}
+                         if isinstance(v, _CONTAINERS) and (k in _CORE or not k.startswith("_"))}
         self.buffers = [(b, b.clone()) for b in module.buffers()]  # code that writes a buffer is undone
         self.tensors = [(t, t.clone()) for attrs in self.attrs.values() for t in attrs.values()
                         if isinstance(t, torch.Tensor) and not isinstance(t, torch.nn.Parameter)]  # s.count += 1
