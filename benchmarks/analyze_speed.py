@@ -1,7 +1,8 @@
 """Benchmark: archlab's analyzers against fvcore, `archlab analyze` start-up, and scaling.
 
 Run: ``python benchmarks/analyze_speed.py`` (prints a report; exits 0);
-``--import-only`` runs section 4 alone.
+``--import-only`` runs section 4 alone (``--import-only --threads 1`` pinned to
+one core with ``taskset -c 0`` when the other core is busy).
 
 1. ``archlab analyze vgg16`` end to end as a subprocess: target <= 1 s wall and
    <= 200 MB peak RSS (and torch is never imported).
@@ -14,8 +15,9 @@ Run: ``python benchmarks/analyze_speed.py`` (prints a report; exits 0);
 4. Import + full analysis of an ``nn.Module`` (``from_torch`` then everything
    of 3.) for resnet50, efficientnet_b0 and vit_b_16, against fvcore's
    ``FlopCountAnalysis(...).total()`` and one forward under torch's
-   ``FlopCounterMode`` on the same model object, in the same run: targets
-   archlab <= fvcore and archlab <= 1.5x FlopCounterMode.
+   ``FlopCounterMode`` on the same model object, in the same run (7 rounds,
+   the peers interleaved, best of each): targets archlab <= fvcore and
+   archlab <= 1.5x FlopCounterMode.
 """
 from __future__ import annotations
 
@@ -72,8 +74,9 @@ def synthetic(n_nodes: int):
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--import-only"]:  # section 4 alone
-        return import_speed()
+    if sys.argv[1:2] == ["--import-only"]:  # section 4 alone; `--import-only --threads 1` on a shared machine
+        threads = int(sys.argv[3]) if sys.argv[2:3] == ["--threads"] and len(sys.argv) > 3 else 2
+        return import_speed(threads)
     print("1. `archlab analyze vgg16` end to end (subprocess; measured first, while this process is small,\n   because a child's peak RSS includes the parent image it was forked from)")
     walls = []
     for _ in range(5):
@@ -120,20 +123,28 @@ def main() -> int:
     return import_speed()
 
 
-def import_speed() -> int:
+IMPORT_ROUNDS = 7
+"""Rounds of section 4; each peer's best round counts."""
+
+
+def import_speed(threads: int = 2) -> int:
     import torch
 
     import archlab
     from archlab.analysis import analyze
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     print("4. import + full analysis of an nn.Module vs fvcore total() and FlopCounterMode (same model, same run)")
     print(f"   {'model':16s} {'archlab':>9s} {'fvcore':>9s} {'FlopCounterMode':>16s} {'vs fvcore':>10s} {'vs FCM':>8s}")
     for name in ("resnet50", "efficientnet_b0", "vit_b_16"):
         model = torchvision_model(name)
-        t_imp = best_of(lambda: analyze(archlab.from_torch(model, (3, 224, 224))), repeat=3)
-        t_fvc = best_of(lambda: fvcore_total(model), repeat=3)
-        t_fcm = best_of(lambda: flop_counter(model), repeat=3)
+        runs = {"archlab": lambda: analyze(archlab.from_torch(model, (3, 224, 224))),
+                "fvcore": lambda: fvcore_total(model), "fcm": lambda: flop_counter(model)}
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(IMPORT_ROUNDS):  # peers interleaved: a burst of load on a shared machine hits all three
+            for peer, fn in runs.items():
+                best[peer] = min(best[peer], best_of(fn, repeat=1))
+        t_imp, t_fvc, t_fcm = best["archlab"], best["fvcore"], best["fcm"]
         print(f"   {name:16s} {t_imp * 1e3:7.0f}ms {t_fvc * 1e3:7.0f}ms {t_fcm * 1e3:14.0f}ms "
               f"{t_imp / t_fvc:9.2f}x {t_imp / t_fcm:7.2f}x   (targets <= 1.00x, <= 1.50x)")
     return 0

@@ -154,3 +154,102 @@ def test_a_trace_leaves_the_models_caches_and_attributes_as_it_found_them():
     x = torch.randn(2, 3, 4)
     torch.testing.assert_close(model(x), archlab.to_module(graph, state_dict=model.state_dict())(x))
     assert isinstance(model.cache["b"], torch.Tensor)  # the model's own call fills it with a tensor, not a proxy
+
+
+# ShapesOnly: ops not computed give the shape, dtype and device torch would give.
+_HEAVY_CALLS = {
+    "conv2d": lambda x: nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=1, groups=2)(x),
+    "conv2d_dilated": lambda x: nn.Conv2d(4, 6, 3, padding=2, dilation=2)(x),
+    "conv_transpose2d": lambda x: nn.ConvTranspose2d(4, 6, 3, stride=2, output_padding=1)(x),
+    "conv1d": lambda x: nn.Conv1d(4, 5, 3)(x.flatten(2)),
+    "linear": lambda x: nn.Linear(9, 7)(x),
+    "linear_nobias": lambda x: nn.Linear(9, 7, bias=False)(x),
+    "matmul": lambda x: x @ x.transpose(-1, -2),
+    "bmm": lambda x: torch.bmm(x[0], x[0].transpose(1, 2)),
+    "baddbmm": lambda x: torch.baddbmm(torch.ones(1, 9), x[0], x[0].transpose(1, 2)),
+    "max_pool_ceil": lambda x: F.max_pool2d(x, 2, ceil_mode=True),
+    "max_pool_indices": lambda x: F.max_pool2d(x, 3, 2, 1, return_indices=True),
+    "avg_pool": lambda x: F.avg_pool2d(x, 3, 2, 1, count_include_pad=False),
+    "sdpa": lambda x: F.scaled_dot_product_attention(x, x, x),
+    "mha": lambda x: nn.MultiheadAttention(9, 3, batch_first=True).eval()(x[0], x[0], x[0])[0],
+    "batch_norm": lambda x: nn.BatchNorm2d(4).eval()(x),
+    "silu_": lambda x: F.silu(x.clone(), inplace=True),
+    "hardswish_": lambda x: F.hardswish(x.clone(), inplace=True),
+    "add_broadcast": lambda x: x + x[:, :1],
+    "mul_promoted": lambda x: x.mean((2, 3), keepdim=True) * torch.ones(1, dtype=torch.long),
+    "add_": lambda x: x.clone().add_(x[:, :1]),
+    "div_0dim": lambda x: x / torch.tensor(3.0, dtype=torch.float64),
+    "mean_keepdim": lambda x: x.mean((2, 3), keepdim=True),
+    "mean_negative": lambda x: x.mean((-1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HEAVY_CALLS))
+def test_shapes_only_gives_the_shape_dtype_and_device_torch_gives(name):
+    from archlab.torchio.trace_shapes import ShapesOnly
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        real = _HEAVY_CALLS[name](x)
+        torch.manual_seed(0)
+        with ShapesOnly():
+            cheap = _HEAVY_CALLS[name](x)
+    for r, c in zip(real if isinstance(real, tuple) else (real,), cheap if isinstance(cheap, tuple) else (cheap,)):
+        assert (c.shape, c.dtype, c.device) == (r.shape, r.dtype, r.device)
+        assert not torch.equal(c, r)  # not computed
+
+
+def test_shapes_only_keeps_storage_sharing_and_answers_repeated_calls_alike():
+    """In-place results are their input (the importer's in-place check compares
+    storage); a repeated signature reuses its meta result but not its tensor."""
+    from archlab.torchio.trace_shapes import ShapesOnly
+
+    conv = nn.Conv2d(4, 4, 3, padding=1)
+    with torch.no_grad(), ShapesOnly() as mode:
+        x = torch.randn(1, 4, 8, 8)
+        y = F.relu(x, inplace=True)
+        a, b = conv(x), conv(x)
+    assert y.data_ptr() == x.data_ptr()
+    assert a.shape == b.shape == (1, 4, 8, 8) and a.data_ptr() != b.data_ptr()
+    assert len(mode._results) == 1
+
+
+def test_shapes_only_lets_torch_refuse_a_wrong_shape_in_its_own_words():
+    from archlab.torchio.trace_shapes import ShapesOnly
+
+    with ShapesOnly(), pytest.raises(RuntimeError, match="expected input.* to have 4 channels"):
+        nn.Conv2d(4, 6, 3)(torch.zeros(1, 5, 8, 8))
+    with ShapesOnly(), pytest.raises(RuntimeError, match="must match the size of tensor b"):
+        torch.zeros(1, 4, 8, 8) + torch.zeros(5)
+    with ShapesOnly(), pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+        torch.zeros(1, 4, 1, 1).add_(torch.zeros(1, 4, 8, 8))
+    with ShapesOnly(), pytest.raises(IndexError, match="Dimension out of range"):
+        torch.zeros(1, 4, 8, 8).mean(4)
+    with ShapesOnly(), pytest.raises(RuntimeError, match="mean"):
+        torch.zeros(1, 4, dtype=torch.long).mean(1)
+
+
+def test_an_import_computes_shapes_from_the_input_and_values_from_parameters():
+    """A convolution on the input is not run (its value is not conv(0) = bias), while
+    a product of parameters is (its value is folded)."""
+    from archlab.torchio.trace_import import import_trace
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+            self.a, self.b = nn.Parameter(torch.randn(4, 5)), nn.Parameter(torch.randn(5, 4))
+
+        def forward(self, x):
+            return self.conv(x) + self.a @ self.b
+
+    model = M().eval()
+    nn.init.constant_(model.conv.bias, 1.0)
+    gm, values = import_trace(model, (3, 4, 4))
+    by_name = {n.name: v for n, v in values.items()}
+    assert by_name["conv"].shape == (1, 3, 4, 4) and not torch.equal(by_name["conv"], torch.ones(1, 3, 4, 4))
+    assert torch.equal(by_name["matmul"], model.a @ model.b)  # from parameters: computed
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(archlab.to_module(archlab.from_torch(model, (3, 4, 4)),
+                                            state_dict=model.state_dict())(x), model(x), atol=1e-6)

@@ -1,7 +1,7 @@
 """Import a PyTorch model into the archlab IR: the inverse of :func:`to_module`.
 
 :func:`from_torch` traces the model on one example input with
-:func:`archlab.torchio.trace.concrete_trace` (``torch.fx`` with the real values
+:func:`archlab.torchio.trace.concrete_trace` (``torch.fx`` with values
 riding along, so code that computes sizes from ``x.shape`` traces, specialised
 on that input), then maps each fx node through a table of rules
 (:mod:`archlab.torchio.import_rules`, :mod:`archlab.torchio.import_functions`)
@@ -19,7 +19,9 @@ free-standing parameter used as a tensor (ViT's class token) is a
 """
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
 from typing import Any
 
 import torch
@@ -38,8 +40,8 @@ from archlab.torchio.import_rules import (
 from archlab.torchio.import_shifted import BROADCASTING, RESHAPES, ShiftedRules, _name_of
 from archlab.torchio.import_values import ParameterAndPermuteRules
 from archlab.torchio.trace import BATCH, depends
-from archlab.torchio.trace import import_trace as _trace
-from archlab.torchio.trace import one_line as _one_line
+from archlab.torchio.trace_import import import_trace as _trace
+from archlab.torchio.trace_import import one_line as _one_line
 
 
 def from_torch(module: torch.nn.Module, input_shape: tuple[int, ...], *, name: str | None = None) -> Graph:
@@ -95,12 +97,19 @@ def _inplace_arg(node: fx.Node) -> bool:
     """Whether a function call passes ``inplace=True`` (by keyword or position)."""
     if "inplace" in node.kwargs:
         return node.kwargs["inplace"] is True
+    i = _inplace_position(node.target)
+    return i is not None and i < len(node.args) and node.args[i] is True
+
+
+@functools.lru_cache(maxsize=1024)
+def _inplace_position(fn: Any) -> int | None:
+    """The position of ``fn``'s ``inplace`` parameter, or None (``inspect.signature``
+    parses a builtin's text signature: cached, it was a tenth of an import)."""
     try:
-        params = list(inspect.signature(node.target).parameters)
+        params = list(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
-        return False
-    i = params.index("inplace") if "inplace" in params else len(node.args)
-    return i < len(node.args) and node.args[i] is True
+        return None
+    return params.index("inplace") if "inplace" in params else None
 
 
 def _namedtuple_packer(output: fx.Node) -> fx.Node | None:
@@ -359,7 +368,7 @@ class _Importer(ShiftedRules, ParameterAndPermuteRules):
             owner = mapped.owner
             weights = self.modules.get(owner)
             again = self._own(owner, list(weights.named_parameters(recurse=False)) if weights is not None else [], n)
-        elif module is not None and any(True for _ in (*module.parameters(), *module.buffers())):
+        elif module is not None and next(itertools.chain(module.parameters(), module.buffers()), None) is not None:
             owner = n.target
             again = self._own(owner, list(module.named_parameters()), n)
         else:

@@ -12,6 +12,12 @@ grad), so
 * every node's result shape is known without a second forward pass
   (:attr:`ConcreteTracer.values`).
 
+An import needs the shapes of values computed from the input, not their
+numbers: with ``shapes_only`` (what :func:`import_trace` uses) convolutions,
+matrix products, pooling and attention on them are answered by torch's shape
+functions (:mod:`archlab.torchio.trace_shapes`), so a trace costs a fraction of
+a forward pass; values computed without the input stay exact.
+
 Leaf modules run in eval mode whatever the model's mode (the caller restores
 the flags): batch statistics of a 1-sample input are meaningless and would
 update the running ones. Control flow on tensor *values* (``if x.sum() > 0``) is refused: specialising
@@ -40,7 +46,7 @@ from torch.fx.node import map_aggregate
 from archlab.torchio.trace_depends import (  # noqa: F401  (FROM_BUFFERS, depends: re-exported)
     DEPENDS, FROM_BUFFERS, SHAPE_ONLY_FUNCTIONS, SHAPE_ONLY_METHODS, EagerParameterMarks, depends, proxies,
 )
-from archlab.torchio.trace_state import ModuleState
+from archlab.torchio.trace_shapes import ShapesOnly
 
 
 class TensorValueControlFlow(RuntimeError):
@@ -68,7 +74,7 @@ class NodeRunError(RuntimeError):
 
 
 class ValueProxy(fx.Proxy):
-    """An fx proxy that also holds the real value (``.value``) on the example input."""
+    """An fx proxy that also holds its value (``.value``) on the example input."""
 
     value: Any = None
 
@@ -142,11 +148,17 @@ class ConcreteTracer(fx.Tracer):
         is_leaf: ``(module, qualified_name) -> bool``: modules not traced through.
         keep_wrapped: ``qualified name -> bool``: functions registered with
             ``torch.fx.wrap`` recorded as one call (the others are traced through).
+        shapes_only: values computed from the input keep their shapes and dtypes
+            but not their numbers: convolutions, matrix products, pooling and
+            attention on them give zeros (:class:`~archlab.torchio.trace_shapes.ShapesOnly`),
+            so a trace costs a fraction of a forward pass. Values that do not
+            depend on the input are exact either way.
     """
 
     def __init__(self, example: torch.Tensor, is_leaf: Callable[[torch.nn.Module, str], bool],
-                 keep_wrapped: Callable[[str], bool] = lambda name: False):
+                 keep_wrapped: Callable[[str], bool] = lambda name: False, *, shapes_only: bool = False):
         super().__init__()
+        self._shapes_only = ShapesOnly() if shapes_only else None
         self.example = example
         self._is_leaf = is_leaf
         self.keep_wrapped = keep_wrapped
@@ -166,7 +178,7 @@ class ConcreteTracer(fx.Tracer):
         return super().call_module(m, forward, args, kwargs)
 
     def getattr(self, attr, attr_val, parameter_proxy_cache):
-        if self._executing:
+        if self._executing or not isinstance(attr_val, torch.Tensor):  # fx proxies tensors only
             return attr_val
         if isinstance(attr_val, torch.nn.Parameter):  # fx scans every parameter per read: look the name up
             name = self._param_names.get(id(attr_val))
@@ -182,8 +194,9 @@ class ConcreteTracer(fx.Tracer):
     def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
         proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
         if kind != "output":
+            deps = self._depends(kind, target, args, kwargs)
             try:
-                value = self._run(kind, target, args, kwargs)
+                value = self._run(kind, target, args, kwargs, from_input="input" in deps)
             except (TensorValueControlFlow, NodeRunError, ItemAssignment):
                 raise
             except Exception as e:
@@ -191,23 +204,25 @@ class ConcreteTracer(fx.Tracer):
             self.values[proxy.node] = value
             if isinstance(proxy, ValueProxy):
                 proxy.value = value
-            proxy.node.meta[DEPENDS] = self._depends(proxy.node, kind, target, args, kwargs, value)
+            if kind == "get_attr" and isinstance(value, torch.nn.Parameter):
+                deps = frozenset(("parameter",))
+            proxy.node.meta[DEPENDS] = deps
         return proxy
 
     def _has_parameters(self, target: str) -> bool:
-        cache = self.__dict__.setdefault("_with_parameters", {})
-        if target not in cache:
-            cache[target] = any(p is not None for m in self.root.get_submodule(target).modules()
-                                for p in m._parameters.values())
-        return cache[target]
+        if target in self._modules_by_name:
+            return target in self._with_parameters
+        return any(p is not None for m in self.root.get_submodule(target).modules()  # a second name, or added
+                   for p in m._parameters.values())
 
-    def _depends(self, node: fx.Node, kind: str, target: Any, args: tuple, kwargs: dict, value: Any) -> frozenset:
-        """What the value depends on (:data:`DEPENDS`): ``x.new_zeros(...)`` reads only
-        ``x``'s dtype; a module with parameters adds ``"parameter"``."""
+    def _depends(self, kind: str, target: Any, args: tuple, kwargs: dict) -> frozenset:
+        """What the value will depend on (:data:`DEPENDS`), known before it is computed:
+        ``x.new_zeros(...)`` reads only ``x``'s dtype; a module with parameters adds
+        ``"parameter"``; a parameter read by ``get_attr`` is marked by the caller."""
         if kind == "placeholder":
             return frozenset(("input",))
         if kind == "get_attr":
-            return frozenset(("parameter",)) if isinstance(value, torch.nn.Parameter) else frozenset()
+            return frozenset()
         read = (args[1:], kwargs) if (kind == "call_method" and target in SHAPE_ONLY_METHODS) or \
             (kind == "call_function" and target in SHAPE_ONLY_FUNCTIONS) else (args, kwargs)
         inputs = [p.node for p in proxies(read)]
@@ -221,7 +236,7 @@ class ConcreteTracer(fx.Tracer):
                     self.constants_read.add(v.untyped_storage().data_ptr())
         return deps
 
-    def _run(self, kind: str, target: Any, args: tuple, kwargs: dict) -> Any:
+    def _run(self, kind: str, target: Any, args: tuple, kwargs: dict, from_input: bool = False) -> Any:
         def value(a: Any) -> Any:  # a ValueProxy, or an fx Attribute proxy (``x.T``) whose node holds it
             return self.values[a.node] if isinstance(a, fx.Proxy) else a
 
@@ -230,7 +245,8 @@ class ConcreteTracer(fx.Tracer):
         self._executing = True  # module calls and attribute reads inside are torch's own (see call_module)
         try:
             # the marks mode has nothing to mark in torch's own calls: skip its dispatch (~20 % of a trace)
-            with torch.overrides._pop_mode_temporarily() if self._marks_active() else contextlib.nullcontext():
+            with torch.overrides._pop_mode_temporarily() if self._marks_active() else contextlib.nullcontext(), \
+                    self._shapes_only if from_input and self._shapes_only else contextlib.nullcontext():
                 return self._execute(kind, target, vargs, vkwargs)
         finally:
             self._executing = False
@@ -253,7 +269,7 @@ class ConcreteTracer(fx.Tracer):
                 raise TensorValueControlFlow(f"'{target}()' reads a tensor's value into Python")
             return getattr(vargs[0], target)(*vargs[1:], **vkwargs)
         if kind == "call_module":
-            module = self.root.get_submodule(target)
+            module = self._modules_by_name.get(target) or self.root.get_submodule(target)  # or added in forward
             if module.training:
                 module.eval()  # a leaf runs as at inference (batch norm on running statistics, no dropout);
             return module(*vargs, **vkwargs)  # the caller restores every module's flag after the trace
@@ -279,9 +295,16 @@ class ConcreteTracer(fx.Tracer):
 
     def trace(self, root, concrete_args=None):
         self._param_names = {}
+        self._modules_by_name: dict[str, torch.nn.Module] = {}
+        self._with_parameters: set[str] = set()  # modules holding a parameter, themselves or below
         if isinstance(root, torch.nn.Module):
             for name, p in root.named_parameters():
                 self._param_names.setdefault(id(p), name)
+            self._modules_by_name = dict(root.named_modules())  # a module's first name (others: _has_parameters)
+            for name, m in self._modules_by_name.items():
+                if any(p is not None for p in m._parameters.values()):
+                    parts = name.split(".") if name else []
+                    self._with_parameters.update(".".join(parts[:k]) for k in range(len(parts) + 1))
         buffers = {}
         if isinstance(root, torch.nn.Module):
             for name, module in root.named_modules():
@@ -311,15 +334,17 @@ class ConcreteTracer(fx.Tracer):
 
 def concrete_trace(module: torch.nn.Module, example: torch.Tensor,
                    is_leaf: Callable[[torch.nn.Module, str], bool], *,
-                   keep_wrapped: Callable[[str], bool] = lambda name: False) -> tuple[fx.Graph, ConcreteTracer]:
+                   keep_wrapped: Callable[[str], bool] = lambda name: False,
+                   shapes_only: bool = False) -> tuple[fx.Graph, ConcreteTracer]:
     """Trace ``module`` (in its current mode; the caller sets eval and no_grad)
     on ``example``; returns the fx graph and the tracer holding each node's value
-    (``fx.GraphModule(tracer.root, graph)`` makes it a module).
+    (``fx.GraphModule(tracer.root, graph)`` makes it a module); ``shapes_only``:
+    see :class:`ConcreteTracer`.
     ``forward``'s arguments after the first that have defaults (timm's
     ``attn_mask=None``) are specialised on those defaults."""
     import inspect
 
-    tracer = ConcreteTracer(example, is_leaf, keep_wrapped)
+    tracer = ConcreteTracer(example, is_leaf, keep_wrapped, shapes_only=shapes_only)
     try:
         params = list(inspect.signature(module.forward).parameters.values())[1:]
     except (TypeError, ValueError):
@@ -328,85 +353,3 @@ def concrete_trace(module: torch.nn.Module, example: torch.Tensor,
              and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     graph = tracer.trace(module, concrete_args=fixed or None)
     return graph, tracer
-
-
-def one_line(e: BaseException) -> str:
-    """``TypeError: first line of the message``, at most about 300 characters."""
-    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
-    text = text if len(text) <= 300 else text[:297] + "..."
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.Graph, dict[fx.Node, Any]]:
-    """:func:`concrete_trace` for :func:`archlab.torchio.from_torch`: the model runs on
-    zeros of ``input_shape`` (batch :data:`BATCH`) with the importer's leaves; the model is
-    left as it was (:class:`~archlab.torchio.trace_state.ModuleState`: training flags,
-    buffers, attributes and caches). Returns the fx graph and each node's value.
-
-    Raises:
-        ImportTorchError: one line naming the failing node or the model's own line.
-    """
-    from archlab.errors import ImportTorchError, fmt_shape
-    from archlab.torchio.import_rules import has_named_rule, is_leaf
-
-    import inspect
-
-    cls = type(module).__qualname__
-    if any(d <= 0 for d in input_shape):
-        raise ImportTorchError(f"from_torch({cls}): input_shape {fmt_shape(input_shape)} has a size <= 0; give "
-                               "one sample's shape without the batch, e.g. (3, 224, 224)")
-    try:
-        params = list(inspect.signature(module.forward).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    required = [p.name for p in params if p.default is inspect.Parameter.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if len(required) > 1:
-        raise ImportTorchError(f"cannot import {cls}: forward takes {len(required)} tensor inputs "
-                               f"({', '.join(required)}); from_torch imports single-input models")
-    first = next((p for p in module.parameters() if p.is_floating_point()), None)
-    dtype, device = (first.dtype, first.device) if first is not None else (torch.float32, torch.device("cpu"))
-    state = ModuleState(module)  # flags, buffers, caches: the trace leaves the model as it found it
-    example = torch.zeros((BATCH, *input_shape), dtype=dtype, device=device)
-    try:
-        with torch.no_grad():
-            gm, tracer = concrete_trace(module, example, is_leaf, keep_wrapped=has_named_rule)
-            # read now: fx keeps constants it captured (``_tensor_constant0``) on the model until the restore
-            values = {n: tracer.value_of(n) for n in gm.nodes if n.op != "output"}
-    except TensorValueControlFlow as e:
-        raise ImportTorchError(
-            f"cannot import {cls}: {e}; archlab follows the model on one example input, so branch on sizes "
-            "(x.shape) or on module attributes, not on tensor values") from None
-    except ItemAssignment as e:
-        raise ImportTorchError(
-            f"cannot import {cls}: {e}; archlab graphs are functional: build the tensor from ops instead "
-            "(torch.where, cat)") from None
-    except NodeRunError as e:
-        n = e.node
-        what = f" (module '{n.target}')" if n.op == "call_module" else ""
-        raise ImportTorchError(
-            f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed at node "
-            f"'{n.name}'{what} ({one_line(e.cause)}); check input_shape (batch excluded)") from None
-    except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError; the model's own errors
-        where = _model_frame(e)
-        raise ImportTorchError(
-            f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed{where} "
-            f"({one_line(e)}); check input_shape (batch excluded), or make forward traceable by torch.fx"
-        ) from None
-    finally:
-        state.restore()
-    changed = state.changed_parameters()
-    if changed:
-        raise ImportTorchError(f"cannot import {cls}: its forward writes parameter(s) {', '.join(changed[:3])} in "
-                               "place, so the model's weights have changed; archlab imports a forward that leaves "
-                               "its weights as they are")
-    return gm, values
-
-
-def _model_frame(e: BaseException) -> str:
-    """`` at torchvision/models/resnet.py:97``: the last frame of the model's own code."""
-    import traceback
-
-    frames = [f for f in traceback.extract_tb(e.__traceback__)
-              if "/torch/" not in f.filename and "/archlab/" not in f.filename]
-    return f" at {'/'.join(frames[-1].filename.split('/')[-3:])}:{frames[-1].lineno}" if frames else ""
