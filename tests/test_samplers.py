@@ -346,6 +346,40 @@ def test_replay_pulls_the_policy_towards_the_queue():
         assert float(replay.score(seq)[0]) > float(plain.score(seq)[0]) + 0.01
 
 
+def test_replay_fraction_replays_only_the_best_share_of_the_rewards_seen():
+    from archlab.search.samplers._controller import Controller, ReinforceConfig
+
+    # a quarter of at most 4 rewards is 1 trajectory: the best so far, as a queue of 1
+    share = Controller(ReinforceConfig(replay_top_k=4, replay_fraction=0.25), seed=0)
+    one = Controller(ReinforceConfig(replay_top_k=1), seed=0)
+    for ctl in (share, one):
+        for i, reward in enumerate((1.0, 3.0, 2.0, 0.0)):
+            ctl.apply([("x", 5, i), ("y", 5, 4 - i)], reward)
+    assert len(share.top) == 4  # the queue keeps 4; only the replayed share is smaller
+    assert _same_parameters(share.params, one.params)
+
+
+def test_the_step_drops_to_late_lr_once_the_replay_phase_is_over():
+    from archlab.search.samplers._controller import Controller, ReinforceConfig
+
+    records = [([("x", 5, i % 5), ("y", 5, (2 * i) % 5)], float(i % 3)) for i in range(4)]
+    same, late = (Controller(ReinforceConfig(replay_updates=3, late_lr=lr), seed=0)
+                  for lr in (None, 1e-9))
+    for ctl in (same, late):
+        for seq, reward in records[:3]:
+            ctl.apply(seq, reward)
+    assert _same_parameters(same.params, late.params)  # the replay phase uses lr
+    before = {k: t.detach().clone() for k, t in late.params.items()}
+    for ctl in (same, late):
+        ctl.apply(*records[3])
+
+    def moved(ctl):
+        return max(float((ctl.params[k].detach() - before[k]).abs().max()) for k in before)
+
+    assert moved(late) < 1e-8  # a step of ~1e-9 per weight
+    assert moved(same) > 1e-4
+
+
 def test_the_replay_queue_survives_a_resume_and_workers_agree(tmp_path):
     storage = _sqlite(tmp_path)
     options = {"replay_top_k": 4, "snapshot_every": 5}

@@ -176,9 +176,8 @@ _HEAVY_CALLS = {
     "silu_": lambda x: F.silu(x.clone(), inplace=True),
     "hardswish_": lambda x: F.hardswish(x.clone(), inplace=True),
     "add_broadcast": lambda x: x + x[:, :1],
-    "mul_promoted": lambda x: x.mean((2, 3), keepdim=True) * torch.ones(1, dtype=torch.long),
+    "mul_promoted": lambda x: x.mean((2, 3), keepdim=True) * torch.ones(1, dtype=torch.float64),
     "add_": lambda x: x.clone().add_(x[:, :1]),
-    "div_0dim": lambda x: x / torch.tensor(3.0, dtype=torch.float64),
     "mean_keepdim": lambda x: x.mean((2, 3), keepdim=True),
     "mean_negative": lambda x: x.mean((-1, 1)),
 }
@@ -226,6 +225,32 @@ def test_shapes_only_lets_torch_refuse_a_wrong_shape_in_its_own_words():
         torch.zeros(1, 4, 1, 1).add_(torch.zeros(1, 4, 8, 8))
     with ShapesOnly(), pytest.raises(IndexError, match="Dimension out of range"):
         torch.zeros(1, 4, 8, 8).mean(4)
+    with ShapesOnly(), pytest.raises(RuntimeError, match="dim 2 appears multiple times"):
+        torch.zeros(1, 4, 8, 8).mean((2, -2))
+    with ShapesOnly(), pytest.raises(RuntimeError, match="expanded size"):  # a wrong bias still fails
+        F.linear(torch.zeros(1, 9), torch.zeros(7, 9), torch.zeros(5))
+    with ShapesOnly(), pytest.raises(RuntimeError, match="bias"):
+        F.conv2d(torch.zeros(1, 4, 8, 8), torch.zeros(6, 4, 3, 3), torch.zeros(5))
+    with ShapesOnly(), pytest.raises(RuntimeError, match="dtype|type"):
+        nn.Linear(9, 7).double()(torch.zeros(1, 9))
+    with ShapesOnly(), pytest.raises(RuntimeError, match="view size is not compatible"):
+        y = torch.zeros(2, 3, 4, 5).transpose(1, 3)
+        (y + y).view(2, -1)
+
+
+def test_shapes_only_refuses_values_it_does_not_have_and_keeps_indices_deterministic():
+    from archlab.torchio.trace_shapes import ShapesOnly
+
+    x = torch.randn(1, 4, 8, 8)
+    with torch.no_grad(), ShapesOnly():
+        for read in (lambda y: y.nonzero(), lambda y: y[y > 0], lambda y: y.sum().item(), lambda y: y.unique()):
+            with pytest.raises(RuntimeError, match="depends on the input's values"):
+                read(nn.Conv2d(4, 4, 1)(x))
+        pooled, idx = F.max_pool2d(x, 2, return_indices=True)
+        unpooled = F.max_unpool2d(pooled, idx, 2)
+        indices = nn.Conv2d(4, 4, 1)(x).long()
+    assert not idx.any() and unpooled.shape == (1, 4, 8, 8)  # pooling indices: zeros, in range
+    assert not indices.any()  # indices from values: zeros, not noise
     with ShapesOnly(), pytest.raises(RuntimeError, match="mean"):
         torch.zeros(1, 4, dtype=torch.long).mean(1)
 

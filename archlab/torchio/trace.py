@@ -149,10 +149,11 @@ class ConcreteTracer(fx.Tracer):
         keep_wrapped: ``qualified name -> bool``: functions registered with
             ``torch.fx.wrap`` recorded as one call (the others are traced through).
         shapes_only: values computed from the input keep their shapes and dtypes
-            but not their numbers: convolutions, matrix products, pooling and
-            attention on them give zeros (:class:`~archlab.torchio.trace_shapes.ShapesOnly`),
-            so a trace costs a fraction of a forward pass. Values that do not
-            depend on the input are exact either way.
+            but not their numbers (convolutions, matrix products, pooling,
+            attention and more on them are not computed; see
+            :class:`~archlab.torchio.trace_shapes.ShapesOnly`), so a trace costs a
+            fraction of a forward pass. Values that do not depend on the input are
+            exact either way.
     """
 
     def __init__(self, example: torch.Tensor, is_leaf: Callable[[torch.nn.Module, str], bool],

@@ -8,8 +8,10 @@ among the last ``reward_window`` rewards, mapped to [-1, 1]
 ``advantage="raw"``). For searches of tens of trials the default step is 5x
 ENAS's and, for the first ``replay_updates`` updates, each step also raises the
 log-likelihood of the ``replay_top_k`` best trajectories so far (priority-queue
-training, Abolafia et al. 2018); the queue is part of the controller's state, so
-it is rebuilt from the update log like everything else. Here every
+training, Abolafia et al. 2018); after them the step drops to ``late_lr`` (ENAS's
+range), meant to keep a policy the replay has concentrated from drifting on noisy rewards.
+The queue is part of the controller's state, so it is rebuilt from the update
+log like everything else; the step is a function of the update count. Here every
 ``trial.suggest_*`` call of a define-by-run space is one controller step, in
 suggestion order, so a space whose later decisions depend on earlier ones works
 unchanged; new parameter names (or new choice sets) grow the controller.
