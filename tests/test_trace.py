@@ -63,6 +63,26 @@ def test_control_flow_on_tensor_values_is_refused_not_specialised():
         archlab.from_torch(Branchy(), (3, 4, 4))
 
 
+@pytest.mark.parametrize("read", [lambda y: y.nonzero(), lambda y: y[y > 0], lambda y: torch.unique(y)],
+                         ids=["nonzero", "boolean-mask", "unique"])
+def test_an_op_whose_result_depends_on_values_gets_the_control_flow_advice(read):
+    """The trace refuses it (trace_shapes.ShapesOnly) as it refuses ``if x.sum() > 0``,
+    and says so: the input's shape is not what is wrong."""
+    class ReadsValues(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y + read(y).sum()
+
+    with pytest.raises(ImportTorchError, match=r"failed at node '\w+' .*depends on the input's values.*"
+                       r"on one example input, so branch on sizes \(x\.shape\)") as info:
+        archlab.from_torch(ReadsValues().eval(), (3, 4, 4))
+    assert "\n" not in str(info.value) and "check input_shape" not in str(info.value)
+
+
 def test_values_match_an_eager_run_and_leaves_run_in_eval_mode():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
     stats = model[1].running_mean.clone()
@@ -236,6 +256,33 @@ def test_shapes_only_lets_torch_refuse_a_wrong_shape_in_its_own_words():
     with ShapesOnly(), pytest.raises(RuntimeError, match="view size is not compatible"):
         y = torch.zeros(2, 3, 4, 5).transpose(1, 3)
         (y + y).view(2, -1)
+    channels_last = torch.zeros(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    for layer in (nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.AvgPool2d(2)):  # out as in: channels_last
+        with ShapesOnly(), pytest.raises(RuntimeError, match="view size is not compatible"):
+            layer(channels_last).view(2, -1)
+
+
+def test_a_channels_last_model_imports_as_torch_runs_it():
+    """The meta convolution gives contiguous strides; the real one keeps channels_last.
+    A ``.view`` that torch refuses on the real strides is refused by the import too,
+    and a ``reshape`` imports and computes the model's output."""
+    class ChannelsLast(nn.Module):
+        def __init__(self, flatten):
+            super().__init__()
+            self.conv, self.flatten = nn.Conv2d(3, 4, 3, padding=1), flatten
+
+        def forward(self, x):
+            y = self.conv(x.contiguous(memory_format=torch.channels_last))
+            return self.flatten(y)
+
+    with pytest.raises(ImportTorchError, match="view size is not compatible"):
+        archlab.from_torch(ChannelsLast(lambda y: y.view(y.shape[0], -1)).eval(), (3, 8, 8))
+    model = ChannelsLast(lambda y: y.reshape(y.shape[0], -1)).eval()
+    graph = archlab.from_torch(model, (3, 8, 8))
+    compiled = archlab.to_module(graph)
+    compiled.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(compiled.eval()(x), model(x))
 
 
 def test_shapes_only_refuses_values_it_does_not_have_and_keeps_indices_deterministic():

@@ -13,7 +13,8 @@ from __future__ import annotations
 import operator
 
 from archlab.errors import ChannelMismatchError, ShapeError, fmt_shape
-from archlab.ops.base import GLOBAL, POINTWISE, Attr, MemoryRule, Op, Saved, numel, register_op
+from archlab.ops.base import GLOBAL, Attr, MemoryRule, Op, Saved, numel, register_op
+from archlab.ops.stored import StoredTensor
 
 
 def _flash(q, v) -> bool:
@@ -183,7 +184,7 @@ class MultiheadAttention(Op):
 
 
 @register_op
-class Parameter(Op):
+class Parameter(StoredTensor):
     """A learned tensor entering the graph: ViT's class token and position
     embedding, a layer-scale gamma. ``shape`` is its batch-excluded IR shape,
     ready to broadcast (``[1, 768]`` for a class token); ``stored`` its shape in
@@ -197,45 +198,24 @@ class Parameter(Op):
     receptive-field pass treats it as a constant (it depends on no input pixel,
     so ``x + pos_embedding`` keeps ``x``'s field)."""
 
-    shareable = False  # its tensor is its own: a second node of it is a second tensor
     name = "parameter"
-    input_reads = {0: "shape"}
     doc = "a learned tensor (class token, position embedding); its input gives the batch size"
     attrs = (Attr("shape", "ints", positive=True), Attr("stored", "ints", None, positive=True))
+    empty_shape_fix = "give the batch-excluded shape, e.g. [1, 768] for a class token"
 
-    def infer_shape(self, node, shapes):
-        shape, stored = tuple(node.attrs["shape"]), node.attrs["stored"]
-        if not shape:
-            raise self.shape_error(ShapeError, node, shapes, "shape [] has no dimension",
-                                   fix="give the batch-excluded shape, e.g. [1, 768] for a class token")
+    def check_attrs(self, node, shapes):
+        shape, stored = node.attrs["shape"], node.attrs["stored"]
         if stored is not None and numel(stored) != numel(shape):
             raise self.shape_error(ShapeError, node, shapes, f"stored shape {list(stored)} has {numel(stored)} elements, "
                                    f"shape {list(shape)} {numel(shape)}", fix="both must hold the same elements")
-        return shape
 
     def params(self, node, shapes):
         return numel(node.attrs["shape"])
 
-    def macs(self, node, shapes, out, convention):
-        return 0
-
-    def rf(self, node, shapes, out):
-        return POINTWISE
-
-    def memory(self, node, shapes, out):
-        return MemoryRule(allocates=False, table_row=False)
-
     def emit(self, ctx, node, args, shapes):
-        from archlab.torchio.compile import fx_name
-
         shape = tuple(node.attrs["shape"])
         p = ctx.parameter(node, tuple(node.attrs["stored"] or shape))
-        ref = args[0]
-        # Read the batch size where the reference is made, so the reference is not
-        # kept alive until this node runs.
-        with ctx.fx_graph.inserting_after(ref):
-            batch = ctx.fx_graph.create_node("call_method", "size", (ref, 0), {}, name=fx_name(node.name) + "_batch")
-        return ctx.call_function(expand_parameter, [p, batch, shape])
+        return ctx.call_function(expand_parameter, [p, self.batch_size(ctx, node, args[0]), shape])
 
 
 def expand_parameter(p, batch: int, shape: tuple[int, ...]):

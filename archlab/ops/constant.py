@@ -15,6 +15,7 @@ import zlib
 from archlab.errors import ShapeError
 from archlab.ops.base import GLOBAL, POINTWISE, Attr, MemoryRule, Op, numel, register_op
 from archlab.ops.dims import axes, axis, is_spatial
+from archlab.ops.stored import StoredTensor
 
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "bool")
 """The element types a ``constant`` holds (NumPy names)."""
@@ -49,7 +50,7 @@ def _check_data(op, node, shapes) -> None:
 
 
 @register_op
-class Constant(Op):
+class Constant(StoredTensor):
     """A tensor fixed when the graph is built: ``shape`` (batch excluded),
     ``dtype`` and ``data`` (see the module docstring). ``persistent``: the
     compiled module keeps it as a persistent buffer at the node's name, so its
@@ -62,45 +63,30 @@ class Constant(Op):
     buffer expanded over the batch (no copy; ``allocates=False``); receptive
     field: it reads no input pixel (:data:`POINTWISE`, like ``parameter``)."""
 
-    shareable = False  # its tensor is its own: a second node of it is a second tensor
     name = "constant"
-    input_reads = {0: "shape"}
     doc = "a fixed tensor (Swin's shift mask, an index); its input gives the batch size"
     attrs = (Attr("shape", "ints", positive=True), Attr("dtype", "str"), Attr("data", "str"),
              Attr("persistent", "bool", False))
+    empty_shape_fix = "give shape [1] for a scalar"
 
-    def infer_shape(self, node, shapes):
-        shape, dtype = tuple(node.attrs["shape"]), node.attrs["dtype"]
-        if not shape:
-            raise self.shape_error(ShapeError, node, shapes, "shape [] has no dimension", fix="give shape [1] for a scalar")
+    def check_attrs(self, node, shapes):
+        dtype = node.attrs["dtype"]
         if dtype not in DTYPES:
             raise self.shape_error(ShapeError, node, shapes, f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
         _check_data(self, node, shapes)
-        return shape
 
     def buffers(self, node, shapes):
         return numel(node.attrs["shape"])
-
-    def macs(self, node, shapes, out, convention):
-        return 0
-
-    def rf(self, node, shapes, out):
-        return POINTWISE
-
-    def memory(self, node, shapes, out):
-        return MemoryRule(allocates=False, table_row=False)
 
     def emit(self, ctx, node, args, shapes):
         import torch
 
         from archlab.ops.attention import expand_parameter
-        from archlab.torchio.compile import fx_name
 
         value = torch.from_numpy(decode_numpy(node.attrs))
         buf = ctx.buffer(node, value, persistent=node.attrs["persistent"])
-        with ctx.fx_graph.inserting_after(args[0]):
-            batch = ctx.fx_graph.create_node("call_method", "size", (args[0], 0), {}, name=fx_name(node.name) + "_batch")
-        return ctx.call_function(expand_parameter, [buf, batch, tuple(node.attrs["shape"])])
+        return ctx.call_function(expand_parameter, [buf, self.batch_size(ctx, node, args[0]),
+                                                    tuple(node.attrs["shape"])])
 
 
 @register_op

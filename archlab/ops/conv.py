@@ -2,6 +2,8 @@
 convolution and fully connected layers."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from archlab.errors import ChannelMismatchError, ShapeError
 from archlab.ops.base import GLOBAL, Attr, MemoryRule, Op, Saved, Window, numel, register_op
 from archlab.ops.spatial import window_out
@@ -15,69 +17,106 @@ def check_groups(op: Op, node, shapes) -> None:
                              f"groups={g} must divide in_channels={c} and out_channels={out}")
 
 
-@register_op
-class Conv2d(Op):
-    """``torch.nn.Conv2d``: out = floor((H + 2p - d(k-1) - 1)/s) + 1."""
-
-    name = "conv2d"
-    doc = "2-D convolution (groups for grouped/depthwise, dilation for atrous)"
-    attrs = (
+def conv_attrs(geometry: str) -> tuple[Attr, ...]:
+    """A convolution's attributes, in the order the builder takes them;
+    ``geometry`` is the kind of ``kernel_size``, ``stride``, ``padding`` and
+    ``dilation``: ``"pair"`` (H, W) for conv2d, ``"int"`` (L) for conv1d."""
+    return (
         Attr("out_channels", "int", positive=True),
-        Attr("kernel_size", "pair", positive=True),
-        Attr("stride", "pair", 1, positive=True),
-        Attr("padding", "pair", 0, nonnegative=True),
-        Attr("dilation", "pair", 1, positive=True),
+        Attr("kernel_size", geometry, positive=True),
+        Attr("stride", geometry, 1, positive=True),
+        Attr("padding", geometry, 0, nonnegative=True),
+        Attr("dilation", geometry, 1, positive=True),
         Attr("groups", "int", 1, positive=True),
         Attr("bias", "bool", True),
     )
 
+
+def _per_axis(attrs: dict, name: str) -> tuple[int, ...]:
+    """Attribute ``name`` per convolved axis (conv2d's are pairs, conv1d's one int)."""
+    v = attrs[name]
+    return (v,) if isinstance(v, int) else tuple(v)
+
+
+def filter_numel(node, shapes) -> int:
+    """Weights of one output channel's filter: ``in_channels/groups`` times the kernel's elements."""
+    return (shapes[0][0] // node.attrs["groups"]) * numel(_per_axis(node.attrs, "kernel_size"))
+
+
+class ConvNd(Op):
+    """What conv1d and conv2d share, for any number of convolved axes
+    (:attr:`axes`: the trailing dims of a ``(C, *axes)`` input); not registered.
+
+    Rules:
+        * shape: ``(out_channels, *sizes)``, each size
+          ``floor((size + 2p - d(k-1) - 1)/s) + 1`` (:func:`window_out`); an
+          input of another rank, ``groups`` not dividing both channel counts, or
+          a dilated kernel longer than a padded axis is a ShapeError.
+        * params: ``out_channels x in/groups x prod(kernel)`` (+ ``out_channels``
+          with bias).
+        * MACs: output elements x ``in/groups x prod(kernel)`` in every
+          convention (FlopCounterMode and fvcore agree); ``full`` adds one per
+          output element for the bias.
+        * memory: ConvolutionBackward0 saves the input and the weight (a
+          parameter).
+
+    Subclasses set ``name``, ``doc``, ``attrs`` (:func:`conv_attrs`),
+    :attr:`axes` and the wrong-rank error (:attr:`rank_error`,
+    :attr:`rank_fix`), and define ``rf`` and ``emit``.
+    """
+
+    axes: ClassVar[int] = 2  # convolved (trailing) dims of the input
+    rank_error: ClassVar[str] = ""  # the message for an input of another rank
+    rank_fix: ClassVar[str] = ""  # the fix offered with it
+
     def infer_shape(self, node, shapes):
         (shape,) = shapes
         a = node.attrs
-        if len(shape) != 3:
-            raise self.shape_error(ShapeError, node, shapes, "conv2d needs a CxHxW input", fix="remove the flatten before it")
-        c, h, w = shape
+        if len(shape) != 1 + self.axes:
+            raise self.shape_error(ShapeError, node, shapes, self.rank_error, fix=self.rank_fix)
         check_groups(self, node, shapes)
+        word = "longer" if self.axes == 1 else "larger"  # a sequence is long, an image large
+        geometry = (_per_axis(a, n) for n in ("kernel_size", "stride", "padding", "dilation"))
         out = []
-        for axis, size in ((0, h), (1, w)):
-            k, s, p, d = a["kernel_size"][axis], a["stride"][axis], a["padding"][axis], a["dilation"][axis]
+        for size, k, s, p, d in zip(shape[1:], *geometry):
             o = window_out(size, k, s, p, d)
             if o <= 0:
-                raise self.shape_error(
-                    ShapeError, node, shapes,
-                    f"kernel {d * (k - 1) + 1} (dilated) is larger than the padded input {size + 2 * p}",
-                    fix="use a larger input or more padding",
-                )
+                raise self.shape_error(ShapeError, node, shapes, f"kernel {d * (k - 1) + 1} (dilated) is {word} than "
+                                       f"the padded input {size + 2 * p}", fix=f"use a {word} input or more padding")
             out.append(o)
-        return (a["out_channels"], out[0], out[1])
-
-    def weight_shape(self, node, shapes):
-        return shapes[0][0]  # in_channels
+        return (a["out_channels"], *out)
 
     def params(self, node, shapes):
         a = node.attrs
-        cin = shapes[0][0]
-        kh, kw = a["kernel_size"]
-        n = a["out_channels"] * (cin // a["groups"]) * kh * kw
-        return n + (a["out_channels"] if a["bias"] else 0)
+        return a["out_channels"] * filter_numel(node, shapes) + (a["out_channels"] if a["bias"] else 0)
 
     def macs(self, node, shapes, out, convention):
-        a = node.attrs
-        kh, kw = a["kernel_size"]
-        n = numel(out) * (shapes[0][0] // a["groups"]) * kh * kw
-        if convention == "full" and a["bias"]:
-            n += numel(out)
-        return n
+        n = numel(out) * filter_numel(node, shapes)
+        return n + (numel(out) if convention == "full" and node.attrs["bias"] else 0)
+
+    def memory(self, node, shapes, out):
+        return MemoryRule(saved_inputs=(0,))  # ConvolutionBackward0: input and weight
+
+
+@register_op
+class Conv2d(ConvNd):
+    """``torch.nn.Conv2d``: out = floor((H + 2p - d(k-1) - 1)/s) + 1."""
+
+    name = "conv2d"
+    doc = "2-D convolution (groups for grouped/depthwise, dilation for atrous)"
+    attrs = conv_attrs("pair")
+    axes = 2
+    rank_error = "conv2d needs a CxHxW input"  # std_conv2d's too
+    rank_fix = "remove the flatten before it"
+
+    def weight_shape(self, node, shapes):
+        return shapes[0][0]  # in_channels
 
     def rf(self, node, shapes, out):
         a = node.attrs
         return tuple(
             Window(a["dilation"][i] * (a["kernel_size"][i] - 1) + 1, a["stride"][i], a["padding"][i]) for i in (0, 1)
         )
-
-    def memory(self, node, shapes, out):
-        # ConvolutionBackward0 saves input and weight (the weight counts as a parameter).
-        return MemoryRule(saved_inputs=(0,))
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn
@@ -118,8 +157,7 @@ class StdConv2d(Conv2d):
     attrs = Conv2d.attrs + (Attr("eps", "float", 1e-6), Attr("gain", "bool", False), Attr("scale", "float", 1.0))
 
     def _weights(self, node, shapes) -> int:
-        a = node.attrs
-        return a["out_channels"] * (shapes[0][0] // a["groups"]) * a["kernel_size"][0] * a["kernel_size"][1]
+        return node.attrs["out_channels"] * filter_numel(node, shapes)
 
     def params(self, node, shapes):
         return super().params(node, shapes) + (node.attrs["out_channels"] if node.attrs["gain"] else 0)
@@ -148,7 +186,7 @@ class StdConv2d(Conv2d):
 
 
 @register_op
-class Conv1d(Op):
+class Conv1d(ConvNd):
     """``torch.nn.Conv1d`` on a ``(C, L)`` sequence (ECA's channel attention
     convolves the pooled channel vector as a 1-channel sequence).
 
@@ -158,44 +196,13 @@ class Conv1d(Op):
 
     name = "conv1d"
     doc = "1-D convolution over the last dim of a (C, L) sequence"
-    attrs = (
-        Attr("out_channels", "int", positive=True),
-        Attr("kernel_size", "int", positive=True),
-        Attr("stride", "int", 1, positive=True),
-        Attr("padding", "int", 0, nonnegative=True),
-        Attr("dilation", "int", 1, positive=True),
-        Attr("groups", "int", 1, positive=True),
-        Attr("bias", "bool", True),
-    )
-
-    def infer_shape(self, node, shapes):
-        (shape,) = shapes
-        a = node.attrs
-        if len(shape) != 2:
-            raise self.shape_error(ShapeError, node, shapes, "conv1d needs a (C, L) input",
-                                   fix="reshape to (C, L) first, or use conv2d on a CxHxW input")
-        check_groups(self, node, shapes)
-        length = window_out(shape[1], a["kernel_size"], a["stride"], a["padding"], a["dilation"])
-        if length <= 0:
-            raise self.shape_error(ShapeError, node, shapes, f"kernel {a['dilation'] * (a['kernel_size'] - 1) + 1} "
-                                   f"(dilated) is longer than the padded input {shape[1] + 2 * a['padding']}",
-                                   fix="use a longer input or more padding")
-        return (a["out_channels"], length)
-
-    def params(self, node, shapes):
-        a = node.attrs
-        return a["out_channels"] * (shapes[0][0] // a["groups"]) * a["kernel_size"] + (a["out_channels"] if a["bias"] else 0)
-
-    def macs(self, node, shapes, out, convention):
-        a = node.attrs
-        n = numel(out) * (shapes[0][0] // a["groups"]) * a["kernel_size"]
-        return n + (numel(out) if convention == "full" and a["bias"] else 0)
+    attrs = conv_attrs("int")
+    axes = 1
+    rank_error = "conv1d needs a (C, L) input"
+    rank_fix = "reshape to (C, L) first, or use conv2d on a CxHxW input"
 
     def rf(self, node, shapes, out):
         return GLOBAL
-
-    def memory(self, node, shapes, out):
-        return MemoryRule(saved_inputs=(0,))  # ConvolutionBackward0: input and weight
 
     def emit(self, ctx, node, args, shapes):
         import torch.nn as nn

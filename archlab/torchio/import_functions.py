@@ -21,7 +21,7 @@ from torch import fx
 from archlab.errors import fmt_shape
 from archlab.torchio.import_rules import (
     ALIAS, AVG_POOL, MAX_POOL, TUPLE, Mapped, Rule, Site, Unmapped, adaptive_avg_pool, avg_pool,
-    batch_norm_attrs, batch_norm_op, conv2d_attrs, max_pool, owner_of,
+    batch_norm_attrs, batch_norm_op, conv2d_attrs, conv_function, max_pool, owner_of,
 )
 from archlab.torchio.import_math import FUNCTION_RULES as MATH_FUNCTIONS, METHOD_RULES as MATH_METHODS
 from archlab.torchio.import_windows import WINDOW_FUNCTION_RULES, WINDOW_METHOD_RULES
@@ -76,15 +76,6 @@ def _rsub(s: Site) -> Mapped:
 
 
 # -- layers in functional form --------------------------------------------------------
-def _conv2d(s: Site) -> Mapped:
-    a = s.bind("input", "weight", "bias", "stride", "padding", "dilation", "groups",
-               bias=None, stride=1, padding=0, dilation=1, groups=1)
-    owner = owner_of(s, weight=a["weight"], bias=a["bias"])
-    attrs = conv2d_attrs(s.shape(a["weight"]), a["bias"] is not None, a["stride"], a["padding"], a["dilation"],
-                         a["groups"])
-    return Mapped("conv2d", (s.tensor(a["input"]),), attrs, owner=owner)
-
-
 def _linear(s: Site) -> Mapped:
     a = s.bind("input", "weight", "bias", bias=None)
     owner = owner_of(s, weight=a["weight"], bias=a["bias"])
@@ -421,7 +412,7 @@ FUNCTION_RULES: dict[Callable, Rule] = {
     F.scaled_dot_product_attention: _sdpa,
     F.interpolate: _interpolate,
     F.pad: _pad,
-    F.conv2d: _conv2d,
+    F.conv2d: conv_function("conv2d", conv2d_attrs),
     F.linear: _linear,
     F.batch_norm: _batch_norm,
     F.layer_norm: _layer_norm,

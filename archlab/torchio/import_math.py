@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from archlab.errors import fmt_shape
-from archlab.torchio.import_rules import ALIAS, MODULE_RULES, Mapped, Rule, Site, Unmapped, owner_of
+from archlab.torchio.import_rules import (
+    ALIAS, MODULE_RULES, Mapped, Rule, Site, Unmapped, conv_function, conv_module, resolve_padding,
+)
 from archlab.torchio.trace import depends
 
 
@@ -73,31 +75,9 @@ def _one(v: Any, what: str) -> int:
 def conv1d_attrs(weight_shape: tuple[int, ...], bias: bool, stride, padding, dilation, groups) -> dict[str, Any]:
     """conv1d's attributes from a weight's shape and torch's arguments (``padding`` may be 'same'/'valid')."""
     k, d = weight_shape[2], _one(dilation, "dilation")
-    if padding == "valid":
-        padding = 0
-    elif padding == "same":
-        if d * (k - 1) % 2:
-            raise Unmapped(f"padding='same' with kernel {k} pads unevenly; archlab pads both sides equally")
-        padding = d * (k - 1) // 2
+    padding = resolve_padding(padding, k, d)
     return dict(out_channels=weight_shape[0], kernel_size=k, stride=_one(stride, "stride"),
                 padding=_one(padding, "padding"), dilation=d, groups=groups, bias=bias)
-
-
-def _conv1d_module(s: Site) -> Mapped:
-    m: nn.Conv1d = s.module
-    if m.padding_mode != "zeros":
-        raise Unmapped(f"padding_mode={m.padding_mode!r}; archlab's conv1d pads with zeros")
-    return Mapped("conv1d", (s.module_input(),), conv1d_attrs(
-        tuple(m.weight.shape), m.bias is not None, m.stride, m.padding, m.dilation, m.groups))
-
-
-def _conv1d(s: Site) -> Mapped:
-    a = s.bind("input", "weight", "bias", "stride", "padding", "dilation", "groups",
-               bias=None, stride=1, padding=0, dilation=1, groups=1)
-    owner = owner_of(s, weight=a["weight"], bias=a["bias"])
-    attrs = conv1d_attrs(s.shape(a["weight"]), a["bias"] is not None, a["stride"], a["padding"], a["dilation"],
-                         a["groups"])
-    return Mapped("conv1d", (s.tensor(a["input"]),), attrs, owner=owner)
 
 
 # Element-wise ops that broadcast their operands: an expand feeding only these changes nothing.
@@ -146,7 +126,7 @@ FUNCTION_RULES: dict[Any, Rule] = {
     F.normalize: _normalize,
     torch.norm: _norm,
     torch.linalg.vector_norm: _vector_norm,
-    **{f: _conv1d for f in (F.conv1d, torch.conv1d)},
+    **dict.fromkeys((F.conv1d, torch.conv1d), conv_function("conv1d", conv1d_attrs)),
 }
 
 METHOD_RULES: dict[str, Rule] = {
@@ -157,4 +137,4 @@ METHOD_RULES: dict[str, Rule] = {
     "repeat": _repeat,
 }
 
-MODULE_RULES[nn.Conv1d] = _conv1d_module  # leaf modules live in import_rules' one table
+MODULE_RULES[nn.Conv1d] = conv_module("conv1d", conv1d_attrs)  # leaf modules live in import_rules' one table

@@ -300,27 +300,66 @@ def owner_of(s: Site, **weights: Any) -> str:
     return owners.pop()
 
 
+def resolve_padding(padding: Any, kernel: int | tuple[int, ...], dilation: int | tuple[int, ...]) -> Any:
+    """A convolution's ``padding`` argument with torch's strings resolved, for a
+    ``kernel`` and ``dilation`` given as one int (conv1d) or one per axis
+    (conv2d): ``'valid'`` is 0; ``'same'`` is half of ``dilation x (kernel - 1)``
+    per axis, an int or a tuple as ``kernel`` is; numbers pass unchanged.
+
+    Raises:
+        Unmapped: ``'same'`` where an axis pads unevenly (torch puts the extra
+            element on one side; archlab pads both sides equally).
+    """
+    if padding == "valid":
+        return 0
+    if padding != "same":
+        return padding
+    one = isinstance(kernel, int)
+    total = [d * (k - 1) for k, d in zip((kernel,) if one else kernel, (dilation,) if one else dilation)]
+    if any(t % 2 for t in total):
+        raise Unmapped(f"padding='same' with kernel {kernel} pads unevenly; archlab pads both sides equally")
+    half = tuple(t // 2 for t in total)
+    return half[0] if one else half
+
+
 def conv2d_attrs(weight_shape: tuple[int, ...], bias: bool, stride, padding, dilation, groups) -> dict[str, Any]:
     """conv2d's attributes from a weight's shape and torch's arguments (``padding`` may be 'same'/'valid')."""
     kernel = tuple(weight_shape[2:])
     dilation = (dilation, dilation) if isinstance(dilation, int) else tuple(dilation)
-    if padding == "valid":
-        padding = 0
-    elif padding == "same":
-        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
-        if any(t % 2 for t in total):
-            raise Unmapped(f"padding='same' with kernel {kernel} pads unevenly; archlab pads both sides equally")
-        padding = tuple(t // 2 for t in total)
-    return dict(out_channels=weight_shape[0], kernel_size=kernel, stride=stride, padding=padding,
-                dilation=dilation, groups=groups, bias=bias)
+    return dict(out_channels=weight_shape[0], kernel_size=kernel, stride=stride,
+                padding=resolve_padding(padding, kernel, dilation), dilation=dilation, groups=groups, bias=bias)
 
 
-def _conv2d(s: Site) -> Mapped:
-    m: nn.Conv2d = s.module
-    if m.padding_mode != "zeros":
-        raise Unmapped(f"padding_mode={m.padding_mode!r}; archlab's conv2d pads with zeros")
-    return Mapped("conv2d", (s.module_input(),), conv2d_attrs(
-        tuple(m.weight.shape), m.bias is not None, m.stride, m.padding, m.dilation, m.groups))
+ConvAttrs = Callable[..., dict[str, Any]]
+""":func:`conv2d_attrs` or ``import_math.conv1d_attrs``: ``(weight_shape, bias, stride,
+padding, dilation, groups)`` to the archlab op's attributes."""
+
+
+def conv_module(op: str, attrs: ConvAttrs) -> Rule:
+    """The rule of a torch convolution layer (``nn.Conv2d``, ``nn.Conv1d``) as
+    archlab's ``op``, its attributes from ``attrs``; zero padding only."""
+    def rule(s: Site) -> Mapped:
+        m = s.module
+        if m.padding_mode != "zeros":
+            raise Unmapped(f"padding_mode={m.padding_mode!r}; archlab's {op} pads with zeros")
+        return Mapped(op, (s.module_input(),), attrs(
+            tuple(m.weight.shape), m.bias is not None, m.stride, m.padding, m.dilation, m.groups))
+
+    return rule
+
+
+def conv_function(op: str, attrs: ConvAttrs) -> Rule:
+    """The rule of a functional convolution (``F.conv2d(x, self.weight, self.bias,
+    ...)``, ``F.conv1d``) as archlab's ``op``: its weights must belong to one
+    module (:func:`owner_of`), whose layer the op becomes."""
+    def rule(s: Site) -> Mapped:
+        a = s.bind("input", "weight", "bias", "stride", "padding", "dilation", "groups",
+                   bias=None, stride=1, padding=0, dilation=1, groups=1)
+        owner = owner_of(s, weight=a["weight"], bias=a["bias"])
+        return Mapped(op, (s.tensor(a["input"]),), attrs(s.shape(a["weight"]), a["bias"] is not None, a["stride"],
+                                                          a["padding"], a["dilation"], a["groups"]), owner=owner)
+
+    return rule
 
 
 def _linear(s: Site) -> Mapped:
@@ -388,7 +427,7 @@ def _multihead_attention(s: Site) -> Mapped:
 
 
 MODULE_RULES: dict[type, Rule] = {
-    nn.Conv2d: _conv2d,
+    nn.Conv2d: conv_module("conv2d", conv2d_attrs),
     nn.Linear: _linear,
     nn.BatchNorm2d: _batch_norm,
     nn.BatchNorm1d: _batch_norm,

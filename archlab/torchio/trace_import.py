@@ -12,7 +12,14 @@ from torch import fx
 from archlab.torchio.trace import (
     BATCH, ItemAssignment, NodeRunError, TensorValueControlFlow, concrete_trace,
 )
+from archlab.torchio.trace_shapes import ValueDependentOp
 from archlab.torchio.trace_state import ModuleState
+
+_VALUES_ADVICE = ("archlab follows the model on one example input, so branch on sizes (x.shape) or on module "
+                  "attributes, not on tensor values")
+"""The advice for a forward that reads the input's values: control flow on them
+(:class:`TensorValueControlFlow`) or an op whose result depends on them
+(:class:`~archlab.torchio.trace_shapes.ValueDependentOp`)."""
 
 
 def one_line(e: BaseException) -> str:
@@ -30,7 +37,10 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
     buffers, attributes and caches). Returns the fx graph and each node's value.
 
     Raises:
-        ImportTorchError: one line naming the failing node or the model's own line.
+        ImportTorchError: one line naming the failing node or the model's own line;
+            where the node's op reads the input's values (``nonzero``, a boolean
+            mask, ``.item()``), the advice is control flow's (branch on sizes),
+            not to check input_shape.
     """
     from archlab.errors import ImportTorchError, fmt_shape
     from archlab.torchio.import_rules import has_named_rule, is_leaf
@@ -58,9 +68,7 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
             # read now: fx keeps constants it captured (``_tensor_constant0``) on the model until the restore
             values = {n: tracer.value_of(n) for n in gm.nodes if n.op != "output"}
     except TensorValueControlFlow as e:
-        raise ImportTorchError(
-            f"cannot import {cls}: {e}; archlab follows the model on one example input, so branch on sizes "
-            "(x.shape) or on module attributes, not on tensor values") from None
+        raise ImportTorchError(f"cannot import {cls}: {e}; {_VALUES_ADVICE}") from None
     except ItemAssignment as e:
         raise ImportTorchError(
             f"cannot import {cls}: {e}; archlab graphs are functional: build the tensor from ops instead "
@@ -68,9 +76,10 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
     except NodeRunError as e:
         n = e.node
         what = f" (module '{n.target}')" if n.op == "call_module" else ""
+        advice = _VALUES_ADVICE if isinstance(e.cause, ValueDependentOp) else "check input_shape (batch excluded)"
         raise ImportTorchError(
             f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed at node "
-            f"'{n.name}'{what} ({one_line(e.cause)}); check input_shape (batch excluded)") from None
+            f"'{n.name}'{what} ({one_line(e.cause)}); {advice}") from None
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError; the model's own errors
         where = _model_frame(e)
         raise ImportTorchError(

@@ -76,6 +76,15 @@ _HEAVY: dict[Any, Any] = {
 """ATen ops whose cost grows with the product of their sizes (> 90 % of a forward
 pass of the benchmark's models), each with the op that gives its result's shape on meta."""
 
+_LAYOUT_FOLLOWING = frozenset((
+    aten.convolution.default, aten.max_pool2d_with_indices.default, aten.max_pool3d_with_indices.default,
+    aten.avg_pool2d.default, aten.avg_pool3d.default,
+))
+"""Ops of :data:`_HEAVY` whose result's memory format follows their input's
+(channels_last in, channels_last out), which the meta kernels do not all
+reproduce: with an input not contiguous in the default format they run for real,
+so a later ``.view`` sees the strides torch gives it."""
+
 _IN_PLACE_ACTIVATIONS = frozenset((
     aten.relu_.default, aten.silu_.default, aten.hardswish_.default, aten.hardsigmoid_.default,
     aten.gelu_.default, aten.sigmoid_.default, aten.tanh_.default, aten.leaky_relu_.default,
@@ -99,6 +108,13 @@ _VALUE_DEPENDENT = frozenset((
 """Ops whose result (a Python number, or a shape) depends on their input's values,
 which a trace of shapes does not have: refused, as the tracer refuses ``if x.sum() > 0``."""
 
+
+class ValueDependentOp(RuntimeError):
+    """An op of :data:`_VALUE_DEPENDENT` (or a boolean-mask index) on a value
+    computed from the input, refused inside :class:`ShapesOnly`: its result depends
+    on values the trace does not have."""
+
+
 _MEAN = aten.mean.dim
 """``x.mean(dims, keepdim)`` (global average pooling written as a mean): the result
 has ``x``'s shape without (or with ones at) the reduced dims."""
@@ -121,8 +137,8 @@ class ShapesOnly(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in _VALUE_DEPENDENT or (func is aten.index.Tensor and any(
                 i is not None and i.dtype in (torch.bool, torch.uint8) for i in args[1])):
-            raise RuntimeError(f"{func.__name__.split('.')[0]} on a value computed from the input: its result "
-                               "depends on the input's values, which archlab's trace does not follow")
+            raise ValueDependentOp(f"{func.__name__.split('.')[0]} on a value computed from the input: its "
+                                   "result depends on the input's values, which archlab's trace does not follow")
         if func is aten._to_copy.default and args[0].is_floating_point() and \
                 kwargs.get("dtype") not in (None, *_FLOATS):  # x.long(): deterministic indices, not noise
             return torch.zeros(args[0].shape, dtype=kwargs["dtype"], device=kwargs.get("device") or args[0].device)
@@ -143,7 +159,8 @@ class ShapesOnly(TorchDispatchMode):
                 return out
         shape_of = _HEAVY.get(func)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        if shape_of is None or not _alike(tensors[0], tensors[1:]):  # mixed dtypes or devices: torch says so
+        if shape_of is None or not _alike(tensors[0], tensors[1:]) or (  # mixed dtypes or devices: torch says so
+                func in _LAYOUT_FOLLOWING and not all(t.is_contiguous() for t in tensors)):
             return func(*args, **kwargs)
         key = (func, *map(_signature, args), *((k, _signature(v)) for k, v in sorted(kwargs.items())))
         results = self._results.get(key)  # repeated blocks repeat their calls: one meta call each
