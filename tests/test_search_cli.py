@@ -20,11 +20,11 @@ def _one_line(capsys) -> str:
 @pytest.mark.parametrize("args, expect", [
     (["--max-params", "inf"], "not a finite count: 'inf'"),
     (["--max-macs", "nan"], "not a finite count: 'nan'"),
-    (["--seed", "-1"], "not a seed: '-1'"),
-    (["--seed", str(2**32)], "not a seed: '4294967296'"),
-    (["--timeout", "nan"], "not a positive number of seconds: 'nan'"),
-    (["--timeout", "-3"], "not a positive number of seconds"),
-    (["--heartbeat-interval", "0"], "not a positive integer: '0'"),
+    (["--seed", "-1"], "argument --seed: must be an integer in [0, 4,294,967,295], got '-1'"),
+    (["--seed", str(2**32)], "argument --seed: must be an integer in [0, 4,294,967,295], got '4294967296'"),
+    (["--timeout", "nan"], "argument --timeout: must be a finite number > 0, got 'nan'"),
+    (["--timeout", "-3"], "argument --timeout: must be a finite number > 0, got '-3'"),
+    (["--heartbeat-interval", "0"], "argument --heartbeat-interval: must be an integer >= 1, got '0'"),
     (["--heartbeat-interval", "2", "--grace-period", "1"], "must be longer than the heartbeat interval"),
 ])
 def test_bad_search_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, expect):

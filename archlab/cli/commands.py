@@ -87,9 +87,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from archlab.errors import ArchlabError
     from archlab.torchio.compare import compare_with_torchvision, torchvision_model
     from archlab.torchio.count_compare import compare_counts
-    from archlab.zoo.registry import _MODELS, model_info
+    from archlab.zoo.registry import find_model, model_info
 
-    in_zoo = args.model in _MODELS
+    in_zoo = find_model(args.model) is not None
     twin = model_info(args.model).torchvision if in_zoo else None
     if args.against == "torchvision" and not twin:
         if in_zoo:

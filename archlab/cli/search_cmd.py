@@ -3,10 +3,10 @@ back (``best``, ``trials``, ``studies``) is :mod:`archlab.cli.study_cmd`."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
+from archlab.cli.args import positive_float, positive_int, seed
 from archlab.cli.study_cmd import STORAGE_HELP as _STORAGE_HELP
 
 
@@ -20,38 +20,6 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a finite count: {text!r} (e.g. 500000, 5e5, 500k, 2M)") from None
 
 
-def _seconds(text: str) -> float:
-    """A positive, finite number of seconds (for --timeout)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r} (e.g. 600, 1.5)")
-    return value
-
-
-def _seed(text: str) -> int:
-    """A sampler seed: an integer in 0 .. 2**32-1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"not a seed: {text!r} (an integer from 0 to 4294967295)")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return value
-
-
 def add_parser(sub) -> None:
     """Register ``search``, ``best`` and ``trials`` on an ``argparse`` subparsers object."""
     s = sub.add_parser("search", allow_abbrev=False,  # --gpus restarts it with exact option names
@@ -63,16 +31,16 @@ def add_parser(sub) -> None:
     s.add_argument("--switch-sampler", action="store_true",
                    help="resume a study made with another sampler with this one (refused otherwise)")
     s.add_argument("--n-trials", type=int, default=100, help="finished trials the study holds at the end (default 100)")
-    s.add_argument("--timeout", type=_seconds, help="seconds after which this worker starts no new trial")
+    s.add_argument("--timeout", type=positive_float, help="seconds after which this worker starts no new trial")
     s.add_argument("--storage", help=_STORAGE_HELP)
     s.add_argument("--study", help="study name; an existing study is resumed (default SPACE-SAMPLER)")
-    s.add_argument("--seed", type=_seed, help="sampler seed (give each worker its own)")
+    s.add_argument("--seed", type=seed, help="sampler seed (give each worker its own)")
     s.add_argument("--max-params", type=_count, help="prune candidates with more parameters")
     s.add_argument("--max-macs", type=_count, help="prune candidates with more MACs (batch 1, torchvision convention)")
     s.add_argument("--max-memory", type=_count, metavar="BYTES", help="prune candidates with more peak activation bytes (batch 1, fp32)")
     s.add_argument("--objectives", default="reward", help="comma list of reward,params,macs,memory (two or more: multi-objective)")
-    s.add_argument("--heartbeat-interval", type=_positive_int, default=10, help="seconds between heartbeats of a running trial (default 10)")
-    s.add_argument("--grace-period", type=_positive_int, help="seconds without heartbeat before a running trial is failed and retried (default 2x interval)")
+    s.add_argument("--heartbeat-interval", type=positive_int, default=10, help="seconds between heartbeats of a running trial (default 10)")
+    s.add_argument("--grace-period", type=positive_int, help="seconds without heartbeat before a running trial is failed and retried (default 2x interval)")
     s.add_argument("--quiet", action="store_true", help="no progress line")
     from archlab.cli.search_train import add_training_args
 

@@ -53,9 +53,9 @@ def add_parser(sub) -> None:
 
 def _configurable(spec: str) -> bool:
     """Zoo, torchvision and nb201 models are built at the data's size and class count."""
-    from archlab.zoo.registry import _MODELS
+    from archlab.zoo.registry import find_model
 
-    return spec in _MODELS or spec.startswith(("torchvision:", "nb201:"))
+    return find_model(spec) is not None or spec.startswith(("torchvision:", "nb201:"))
 
 
 def _model_and_data(args: argparse.Namespace):

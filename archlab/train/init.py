@@ -95,9 +95,9 @@ def torchvision_name(graph) -> str | None:
     if meta.get("torchvision"):
         return str(meta["torchvision"])
     import archlab.zoo  # noqa: F401 (registers the zoo: a description file may come without it)
-    from archlab.zoo.registry import _MODELS
+    from archlab.zoo.registry import find_model
 
-    info = _MODELS.get(graph.name)
+    info = find_model(graph.name)
     return info.torchvision if info is not None else None
 
 

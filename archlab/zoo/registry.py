@@ -104,6 +104,13 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted((n for n in _MODELS if fnmatch.fnmatchcase(n.lower(), pattern)), key=natural)
 
 
+def find_model(name: str) -> ModelInfo | None:
+    """The registry entry named exactly ``name``, or ``None``: no case folding, no
+    suggestions (for callers asking whether a graph or a spec *is* a zoo model,
+    where a miss is the common case)."""
+    return _MODELS.get(name)
+
+
 def model_info(name: str) -> ModelInfo:
     """The registry entry of ``name``.
 
