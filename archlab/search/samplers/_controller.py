@@ -23,12 +23,13 @@ import io
 import math
 import zlib
 from collections import deque
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from archlab.search.samplers._config import ReinforceConfig
 
 DecisionKey = str
 # One step of a trajectory: (decision key, number of choices, chosen index).
@@ -53,103 +54,6 @@ def _one_thread():
     finally:
         if threads > 1:
             torch.set_num_threads(threads)
-
-
-@dataclass(frozen=True)
-class ReinforceConfig:
-    """Hyperparameters of :class:`~archlab.search.samplers.ReinforceSampler`.
-
-    The network and optimiser defaults follow the ENAS controller (Pham et al.
-    2018) where they apply and are tuned for searches of a few hundred trials, one
-    controller update per trial. Defaults that depart from Zoph & Le / ENAS,
-    because they made the difference on NAS-Bench-201 (``benchmarks/README.md``):
-    the advantage is rank-based (``advantage="rank"``), a decision sequence that a
-    finished trial already has is not proposed again (``avoid_duplicates``), and,
-    for searches of tens of noisy trials, a 5x larger step with priority-queue
-    replay of the 5 best trajectories during the first 100 updates, then ENAS's
-    step (``late_lr``) for the rest (the replay settings chosen on CIFAR-10 seeds
-    0-9 with one recorded training run as the reward, ``late_lr`` on seeds 0-9 of
-    CIFAR-10, CIFAR-100 and ImageNet16-120).
-    """
-
-    hidden_size: int = 64  # LSTM width; ENAS uses 64-100; 64 keeps a snapshot near 0.5 MB
-    lr: float = 5e-3  # Adam step; above ENAS's 3.5e-4..1e-3: tens of trials give tens of updates
-    baseline_decay: float = 0.95  # reward EMA, the baseline of "raw" and "zscore"; ~20-trial memory
-    entropy_weight: float = 1e-4  # entropy bonus in the loss (ENAS), keeps the policy exploring
-    tanh_constant: float | None = 2.5  # logits = c*tanh(logits/T) (ENAS); caps max prob, None = off
-    temperature: float = 1.0  # softmax temperature applied before the tanh clipping
-    init_range: float = 0.1  # every weight starts uniform in [-r, r] (ENAS), so choices start even
-    failure_reward: float | None = None  # reward for FAIL/PRUNED trials; None skips their update
-    # How a reward becomes the advantage A that scales the gradient of the
-    # trajectory's log-probability (the loss is -A log p - entropy_weight H):
-    # "rank" (default): A = 2q - 1 in [-1, 1], q the fraction of the previous
-    #   ``reward_window`` rewards that this one beats (ties count half). The window's
-    #   median acts as the baseline; A ignores the reward's scale and outliers, so
-    #   a few terrible candidates (a diverged run, a broken cell) do not dominate
-    #   Adam's second moment and shrink every other update.
-    # "raw": A = reward - baseline (Zoph & Le, ENAS), in reward units.
-    # "zscore": A = (reward - baseline) / std of the previous ``reward_window`` rewards.
-    # The first reward has A = 0.
-    advantage: str = "rank"
-    reward_window: int = 50  # previous rewards "rank" and "zscore" compare with (~ the policy now)
-    updates_per_record: int = 1  # Adam steps on each record, each on a recomputed gradient
-    # Priority-queue training (Abolafia et al. 2018): the controller keeps the
-    # ``replay_top_k`` distinct trajectories with the best rewards so far (a
-    # trajectory met again keeps the mean of its rewards) and every step adds
-    # ``replay_weight`` x their mean log-likelihood to the objective, so the policy
-    # is pulled towards the best candidates from the first few trials on instead
-    # of waiting for the policy gradient alone. 0 turns it off.
-    replay_top_k: int = 5
-    replay_weight: float = 1.0
-    # Updates (counting from the study's first) that use the replay; later ones are
-    # plain REINFORCE again, so a queue ranked on early noisy rewards does not pin
-    # the policy for the rest of a long search. None: every update.
-    replay_updates: int | None = 100
-    # Adam step once the replay phase is over (``count >= replay_updates``; ENAS's
-    # range, the default before the replay); None keeps ``lr``. Meant to stop a
-    # policy the replay has concentrated from drifting on single noisy rewards;
-    # on NB201 it helped the CIFAR-100 tuning seeds (@300 72.96 -> 73.32) but was
-    # neutral on the held-out check (benchmarks/README.md). A function of
-    # ``count`` alone, so it needs no state of its own.
-    late_lr: float | None = 1e-3
-    # Replay only the best ``ceil(replay_fraction * n)`` of the queue, n the rewards
-    # seen so far (at most ``replay_top_k``), as TPE models only its best 10 %: with
-    # a fixed k the first k trials are *all* in the queue, and replaying them pulls
-    # the policy towards whatever was drawn first. None (default): the whole queue;
-    # 0.1 and 0.2 did not beat it on NB201 (benchmarks/README.md).
-    replay_fraction: float | None = None
-    # Give probability 0 to every choice after which only decision sequences of
-    # COMPLETE or PRUNED trials remain, so the controller proposes no candidate
-    # twice until the space is exhausted (a FAIL may be transient, a dead worker:
-    # those are proposed again). The update still uses the unmasked policy's
-    # log-probability. Trials with parameters left to the numeric fallback are
-    # not counted as taken.
-    avoid_duplicates: bool = True
-    numeric: str = "discretize"  # int/float params: "discretize" into tokens or "fallback" random
-    numeric_bins: int = 10  # grid points for a float (or a wide int) that is discretized
-    max_int_choices: int = 32  # ints with at most this many values get one token per value
-    snapshot_every: int = 50  # updates between full-state snapshots written to the study
-    chunk_chars: int = 60_000  # chars per stored attr; TEXT since Optuna 2.6, MySQL caps at 64 KiB
-
-    def __post_init__(self) -> None:
-        if self.hidden_size < 1 or self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("hidden_size, lr and temperature must be positive")
-        if self.replay_fraction is not None and not 0.0 < self.replay_fraction <= 1.0:
-            raise ValueError(f"replay_fraction must be in (0, 1] or None, got {self.replay_fraction}")
-        if self.late_lr is not None and self.late_lr <= 0:
-            raise ValueError(f"late_lr must be positive or None, got {self.late_lr}")
-        if not 0.0 <= self.baseline_decay < 1.0:
-            raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
-        if self.numeric not in ("discretize", "fallback"):
-            raise ValueError(f"numeric must be 'discretize' or 'fallback', got {self.numeric!r}")
-        if self.numeric_bins < 2 or self.snapshot_every < 1 or self.chunk_chars < 64:
-            raise ValueError("numeric_bins >= 2, snapshot_every >= 1 and chunk_chars >= 64")
-        if self.advantage not in ("raw", "zscore", "rank"):
-            raise ValueError(f"advantage must be 'raw', 'zscore' or 'rank', got {self.advantage!r}")
-        if self.reward_window < 2 or self.updates_per_record < 1:
-            raise ValueError("reward_window >= 2 and updates_per_record >= 1")
-        if self.replay_top_k < 0 or self.replay_weight < 0 or (self.replay_updates or 0) < 0:
-            raise ValueError("replay_top_k, replay_weight and replay_updates must be >= 0")
 
 
 class Controller:

@@ -21,7 +21,7 @@ from optuna.distributions import (
     distribution_to_json,
 )
 
-from archlab.search.samplers._controller import ReinforceConfig
+from archlab.search.samplers._config import ReinforceConfig
 
 
 def decision_key(name: str, dist: BaseDistribution) -> str:

@@ -75,8 +75,10 @@ from optuna.trial import FrozenTrial, TrialState
 from archlab.errors import ArchlabError
 from archlab.search.samplers._sequential import SequentialSampler
 from archlab.search.samplers import _store
-from archlab.search.samplers._controller import Controller, Decision, ReinforceConfig
+from archlab.search.samplers._config import ReinforceConfig
+from archlab.search.samplers._controller import Controller, Decision
 from archlab.search.samplers._tokens import decision_key, index_of, tokens
+from archlab.search.samplers._tree import Node
 
 __all__ = ["ReinforceSampler", "ReinforceConfig"]
 
@@ -86,48 +88,11 @@ _log = logging.getLogger(__name__)
 class _Rollout:
     """A trial's recurrent state while its decisions are being sampled."""
 
-    def __init__(self, ctl: Controller, node: _Node | None) -> None:
+    def __init__(self, ctl: Controller, node: Node | None) -> None:
         self.state = ctl.begin()
         self.decisions: list[Decision] = []
         self.seen: set[str] = set()
         self.node = node  # where the decisions so far lead in the tree of finished trials
-
-
-class _Node:
-    """A prefix of decision sequences of finished trials (a node of their prefix tree).
-
-    ``done`` marks a prefix that is itself a finished trial's whole sequence, or
-    one whose every continuation is: proposing it again would re-run a trial.
-    """
-
-    __slots__ = ("children", "done")
-
-    def __init__(self) -> None:
-        self.children: dict[tuple[str, int], dict[int, _Node]] = {}  # (key, n) -> index -> node
-        self.done = False
-
-    def add(self, decisions: Sequence[Decision]) -> None:
-        """Insert a finished trial's sequence and update ``done`` along its path."""
-        path = [self]
-        for key, n, index in decisions:
-            path.append(path[-1].children.setdefault((key, n), {}).setdefault(index, _Node()))
-        path[-1].done = True
-        for (key, n, _), node in zip(reversed(decisions), reversed(path[:-1])):
-            if node.done:
-                break
-            kids = node.children[(key, n)]
-            node.done = len(kids) == n and all(k.done for k in kids.values())
-            if not node.done:
-                break
-
-    def child(self, key: str, n: int, index: int) -> _Node | None:
-        kids = self.children.get((key, n))
-        return None if kids is None else kids.get(index)
-
-    def exhausted(self, key: str, n: int) -> list[bool]:
-        """For each choice of decision ``(key, n)`` here: is everything after it done?"""
-        kids = self.children.get((key, n), {})
-        return [i in kids and kids[i].done for i in range(n)]
 
 
 class ReinforceSampler(SequentialSampler):
@@ -162,7 +127,7 @@ class ReinforceSampler(SequentialSampler):
         self._pending: dict[int, _store.Record] = {}  # ours, recorded but state not yet stored
         self._rollouts: dict[int, _Rollout] = {}
         self._snapshot_gen = 0
-        self._tree = _Node()  # decision sequences of finished trials, for avoid_duplicates
+        self._tree = Node()  # decision sequences of finished trials, for avoid_duplicates
         self._in_tree: set[int] = set()
 
     # ------------------------------------------------------------ public view
