@@ -276,7 +276,8 @@ def test_reinforce_overhead_per_trial_on_sqlite(tmp_path):
 
 # ------------------------------------------------ advantage, reward window, duplicates
 def test_rank_advantage_is_the_centred_quantile_among_the_window():
-    from archlab.search.samplers._controller import Controller, ReinforceConfig
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
 
     ctl = Controller(ReinforceConfig(reward_window=4), seed=0)
     assert ctl.advantage(5.0) == 0.0  # nothing to compare with yet
@@ -323,7 +324,8 @@ def test_the_reward_window_survives_to_bytes_and_a_resume(tmp_path):
 
 
 def test_the_replay_queue_keeps_the_k_best_distinct_trajectories_with_mean_rewards():
-    from archlab.search.samplers._controller import Controller, ReinforceConfig
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
 
     ctl = Controller(ReinforceConfig(replay_top_k=2), seed=0)
     a, b, c = ([("x", 3, i)] for i in range(3))
@@ -336,7 +338,8 @@ def test_the_replay_queue_keeps_the_k_best_distinct_trajectories_with_mean_rewar
 
 
 def test_replay_pulls_the_policy_towards_the_queue():
-    from archlab.search.samplers._controller import Controller, ReinforceConfig
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
 
     seq = [("x", 5, 3), ("y", 5, 1)]
     plain, replay = (Controller(ReinforceConfig(replay_top_k=k), seed=0) for k in (0, 4))
@@ -347,7 +350,8 @@ def test_replay_pulls_the_policy_towards_the_queue():
 
 
 def test_replay_fraction_replays_only_the_best_share_of_the_rewards_seen():
-    from archlab.search.samplers._controller import Controller, ReinforceConfig
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
 
     # a quarter of at most 4 rewards is 1 trajectory: the best so far, as a queue of 1
     share = Controller(ReinforceConfig(replay_top_k=4, replay_fraction=0.25), seed=0)
@@ -360,7 +364,8 @@ def test_replay_fraction_replays_only_the_best_share_of_the_rewards_seen():
 
 
 def test_the_step_drops_to_late_lr_once_the_replay_phase_is_over():
-    from archlab.search.samplers._controller import Controller, ReinforceConfig
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
 
     records = [([("x", 5, i % 5), ("y", 5, (2 * i) % 5)], float(i % 3)) for i in range(4)]
     same, late = (Controller(ReinforceConfig(replay_updates=3, late_lr=lr), seed=0)
@@ -414,7 +419,8 @@ def test_a_seeded_search_with_replay_is_deterministic():
 def test_a_format_1_snapshot_is_not_read():
     import io
 
-    from archlab.search.samplers._controller import Controller, ReinforceConfig
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
 
     blob = torch.load(io.BytesIO(Controller(ReinforceConfig(), 0).to_bytes()), weights_only=True)
     blob["format"] = 1

@@ -25,6 +25,8 @@ def _one_line(capsys) -> str:
     (["--timeout", "nan"], "argument --timeout: must be a finite number > 0, got 'nan'"),
     (["--timeout", "-3"], "argument --timeout: must be a finite number > 0, got '-3'"),
     (["--heartbeat-interval", "0"], "argument --heartbeat-interval: must be an integer >= 1, got '0'"),
+    (["--n-trials", "0"], "argument --n-trials: must be an integer >= 1, got '0'"),
+    (["--train-seed", "-1"], "argument --train-seed: must be an integer in [0, 4,294,967,295], got '-1'"),
     (["--heartbeat-interval", "2", "--grace-period", "1"], "must be longer than the heartbeat interval"),
 ])
 def test_bad_search_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, expect):

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     s.add_argument("--sampler", default="tpe", help="reinforce | tpe | random | nsga2 | evolution (default tpe)")
     s.add_argument("--switch-sampler", action="store_true",
                    help="resume a study made with another sampler with this one (refused otherwise)")
-    s.add_argument("--n-trials", type=int, default=100, help="finished trials the study holds at the end (default 100)")
+    s.add_argument("--n-trials", type=positive_int, default=100, help="finished trials the study holds at the end (default 100)")
     s.add_argument("--timeout", type=positive_float, help="seconds after which this worker starts no new trial")
     s.add_argument("--storage", help=_STORAGE_HELP)
     s.add_argument("--study", help="study name; an existing study is resumed (default SPACE-SAMPLER)")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from archlab.cli.args import input_shape, positive_float, positive_int
+from archlab.cli.args import input_shape, positive_float, positive_int, seed
 
 _TRAINING = ("data", "input", "epochs", "steps", "batch_size", "lr", "train_seed", "horizon", "device", "pruner",
              "trial_timeout", "save_weights", "keep", "penalty")
@@ -25,7 +25,7 @@ def add_training_args(s: argparse.ArgumentParser) -> None:
     budget.add_argument("--steps", type=positive_int, help="optimizer steps each candidate trains instead")
     g.add_argument("--batch-size", type=positive_int, help="images per step (default 32)")
     g.add_argument("--lr", type=positive_float, help="peak learning rate (default 3e-3, AdamW)")
-    g.add_argument("--train-seed", type=int, help="seed of every candidate's init, shuffling and data (default 0)")
+    g.add_argument("--train-seed", type=seed, help="seed of every candidate's init, shuffling and data (default 0)")
     g.add_argument("--horizon", type=positive_float, metavar="K",
                    help="the LR schedule spans K x the budget: train the first 1/K of a K-times longer run (default 1)")
     g.add_argument("--device", help="this worker's device: auto (a GPU when there is one), cpu, cuda, cuda:K")

@@ -29,6 +29,20 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def _cause(e: BaseException) -> str:
+    """:func:`one_line`, without the type name for the tracer's own refusal."""
+    return str(e) if isinstance(e, ValueDependentOp) else one_line(e)
+
+
+def _advice(e: BaseException, default: str = "check input_shape (batch excluded)") -> str:
+    """What to do about ``e``, the error a node (or the model's code) raised under the trace."""
+    if isinstance(e, ValueDependentOp):
+        return _VALUES_ADVICE
+    if "view size is not compatible" in str(e):  # torch refuses it in the model's own forward too
+        return "the model's forward fails there under torch as well: use .reshape where it calls .view"
+    return default
+
+
 def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[fx.Graph, dict[fx.Node, Any]]:
     """:func:`concrete_trace` for :func:`archlab.torchio.from_torch`: the model runs on
     zeros of ``input_shape`` (batch :data:`BATCH`) with the importer's leaves, shapes
@@ -76,16 +90,15 @@ def import_trace(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple
     except NodeRunError as e:
         n = e.node
         what = f" (module '{n.target}')" if n.op == "call_module" else ""
-        advice = _VALUES_ADVICE if isinstance(e.cause, ValueDependentOp) else "check input_shape (batch excluded)"
         raise ImportTorchError(
             f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed at node "
-            f"'{n.name}'{what} ({one_line(e.cause)}); {advice}") from None
+            f"'{n.name}'{what} ({_cause(e.cause)}); {_advice(e.cause)}") from None
     except Exception as e:  # fx raises TraceError, TypeError, NotImplementedError; the model's own errors
         where = _model_frame(e)
+        advice = _advice(e, "check input_shape (batch excluded), or make forward traceable by torch.fx")
         raise ImportTorchError(
             f"cannot import {cls}: running it on a {fmt_shape((BATCH, *input_shape))} input failed{where} "
-            f"({one_line(e)}); check input_shape (batch excluded), or make forward traceable by torch.fx"
-        ) from None
+            f"({_cause(e)}); {advice}") from None
     finally:
         state.restore()
     changed = state.changed_parameters()

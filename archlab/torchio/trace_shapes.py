@@ -82,8 +82,10 @@ _LAYOUT_FOLLOWING = frozenset((
 ))
 """Ops of :data:`_HEAVY` whose result's memory format follows their input's
 (channels_last in, channels_last out), which the meta kernels do not all
-reproduce: with an input not contiguous in the default format they run for real,
-so a later ``.view`` sees the strides torch gives it."""
+reproduce: with an input (or weight) not contiguous in the default format they
+run for real, so a later ``.view`` sees the strides torch gives it. A model
+converted to channels_last therefore imports at the cost of a real forward of
+its convolutions and pools (on uninitialised values: the result is only shapes)."""
 
 _IN_PLACE_ACTIVATIONS = frozenset((
     aten.relu_.default, aten.silu_.default, aten.hardswish_.default, aten.hardsigmoid_.default,

@@ -2,9 +2,11 @@
 ``ReinforceSampler`` reads to propose no candidate twice (``avoid_duplicates``)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from archlab.search.samplers._controller import Decision
+if TYPE_CHECKING:  # annotations only: the tree needs no torch
+    from archlab.search.samplers._controller import Decision
 
 
 class Node:
