@@ -4,21 +4,29 @@ convolutions (``StdConv2d`` in BiT ResNet-V2s, ``ScaledStdConv2d`` in
 NF-ResNets). Exact classes only: a subclass may compute something else."""
 from __future__ import annotations
 
-from archlab.torchio.import_rules import Mapped, Rule, Site, Unmapped, conv2d_attrs
+import dataclasses
+
+from archlab.torchio.import_rules import (
+    Mapped,
+    Rule,
+    Site,
+    Unmapped,
+    conv2d_attrs,
+    conv_module,
+)
 
 
 def _std_conv2d(gain: bool) -> Rule:
+    conv = conv_module("std_conv2d", conv2d_attrs)  # the convolution's attributes and its zero-padding check
+
     def rule(s: Site) -> Mapped:
-        m = s.module
-        if m.padding_mode != "zeros":
-            raise Unmapped(f"padding_mode={m.padding_mode!r}; archlab's std_conv2d pads with zeros")
-        attrs = conv2d_attrs(tuple(m.weight.shape), m.bias is not None, m.stride, m.padding, m.dilation, m.groups)
+        m, mapped = s.module, conv(s)
         extra = {"eps": float(m.eps), "gain": gain}
         if gain:
             if tuple(m.gain.shape) != (m.out_channels, 1, 1, 1):
                 raise Unmapped(f"its gain has shape {tuple(m.gain.shape)}; archlab's is one per filter")
             extra["scale"] = float(m.scale)
-        return Mapped("std_conv2d", (s.module_input(),), {**attrs, **extra})
+        return dataclasses.replace(mapped, attrs={**mapped.attrs, **extra})
 
     return rule
 
