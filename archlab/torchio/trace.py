@@ -270,7 +270,9 @@ class ConcreteTracer(fx.Tracer):
                 raise TensorValueControlFlow(f"'{target}()' reads a tensor's value into Python")
             return getattr(vargs[0], target)(*vargs[1:], **vkwargs)
         if kind == "call_module":
-            module = self._modules_by_name.get(target) or self.root.get_submodule(target)  # or added in forward
+            module = self._modules_by_name.get(target)  # not `or`: an empty Sequential is falsy
+            if module is None:  # a second name of a shared module
+                module = self.root.get_submodule(target)
             if module.training:
                 module.eval()  # a leaf runs as at inference (batch norm on running statistics, no dropout);
             return module(*vargs, **vkwargs)  # the caller restores every module's flag after the trace

@@ -5,7 +5,7 @@ example input: control flow on their values is refused. Yet running them costs
 a whole forward pass, and keeping every value alive for the importer costs
 memory the size of all activations. Inside :class:`ShapesOnly` (a dispatch mode,
 so it sees ATen ops however the model reaches them: a layer, ``F.linear``,
-``nn.MultiheadAttention``'s Python), three kinds of op are not computed:
+``nn.MultiheadAttention``'s Python), four kinds of op are not computed:
 
 * convolutions, matrix products, pooling windows and attention
   (:data:`_HEAVY`): torch's shape function runs on ``meta`` tensors (once per
