@@ -349,6 +349,35 @@ def test_replay_pulls_the_policy_towards_the_queue():
         assert float(replay.score(seq)[0]) > float(plain.score(seq)[0]) + 0.01
 
 
+def test_marginal_replay_recombines_the_queue_and_keeps_a_floor():
+    from archlab.search.samplers._config import ReinforceConfig
+    from archlab.search.samplers._controller import Controller
+
+    # two queued trajectories, (0, 0) and (1, 1): fitting the sequences ties y to x,
+    # fitting the marginals makes y's distribution the same whatever x was
+    records = [([("x", 3, 0), ("y", 3, 0)], 1.0), ([("x", 3, 1), ("y", 3, 1)], 1.0)]
+    ctls = {t: Controller(ReinforceConfig(replay_top_k=2, replay_target=t, lr=0.02,
+                                          advantage="raw"), seed=0)
+            for t in ("sequence", "marginal")}
+    for ctl in ctls.values():
+        for _ in range(60):
+            for seq, reward in records:
+                ctl.apply(seq, reward)  # equal rewards: only the replay term moves the policy
+
+    def p_y(ctl, x):
+        with torch.no_grad():
+            h, c, _ = ctl.step(ctl.begin(), "x", 3)
+            return ctl.step((h, c, ctl.token("x", x)), "y", 3)[2].exp()
+
+    seq0, seq1 = p_y(ctls["sequence"], 0), p_y(ctls["sequence"], 1)
+    assert seq0[0] > 0.9 and seq1[1] > 0.9  # the joint: y copies x
+    mar0, mar1 = p_y(ctls["marginal"], 0), p_y(ctls["marginal"], 1)
+    target = torch.tensor([1 + 1 / 3, 1 + 1 / 3, 1 / 3]) / 3  # counts 1, 1, 0 + prior 1 spread
+    assert torch.allclose(mar0, target, atol=0.03) and torch.allclose(mar1, target, atol=0.03)
+    with pytest.raises(ValueError, match="replay_target"):
+        ReinforceConfig(replay_target="joint")
+
+
 def test_replay_fraction_replays_only_the_best_share_of_the_rewards_seen():
     from archlab.search.samplers._config import ReinforceConfig
     from archlab.search.samplers._controller import Controller

@@ -16,10 +16,11 @@ class ReinforceConfig:
     the advantage is rank-based (``advantage="rank"``), a decision sequence that a
     finished trial already has is not proposed again (``avoid_duplicates``), and,
     for searches of tens of noisy trials, a 5x larger step with priority-queue
-    replay of the 5 best trajectories during the first 100 updates, then ENAS's
-    step (``late_lr``) for the rest (the replay settings chosen on CIFAR-10 seeds
-    0-9 with one recorded training run as the reward, ``late_lr`` on seeds 0-9 of
-    CIFAR-10, CIFAR-100 and ImageNet16-120).
+    replay of the 5 best trajectories at every update, fitting the queue's
+    smoothed per-decision distribution (``replay_target="marginal"``, TPE's l(x))
+    rather than its 5 sequences. The replay settings were chosen on NB201 seeds
+    0-9 (``lr``, ``replay_top_k``) and 0-39 (``replay_target``,
+    ``replay_updates``) with one recorded training run as the reward.
     """
 
     hidden_size: int = 64  # LSTM width; ENAS uses 64-100; 64 keeps a snapshot near 0.5 MB
@@ -52,11 +53,14 @@ class ReinforceConfig:
     replay_top_k: int = 5
     replay_weight: float = 1.0
     # Updates (counting from the study's first) that use the replay; later ones are
-    # plain REINFORCE again, so a queue ranked on early noisy rewards does not pin
-    # the policy for the rest of a long search. None: every update.
-    replay_updates: int | None = 100
+    # plain REINFORCE again. None (default): every update. With the "sequence"
+    # target a replay kept for the whole search pinned the policy on candidates
+    # ranked by early noisy rewards (100 was the default then); the "marginal"
+    # target keeps every choice at a floor, and stopping it no longer helped.
+    replay_updates: int | None = None
     # Adam step once the replay phase is over (``count >= replay_updates``; ENAS's
-    # range, the default before the replay); None keeps ``lr``. Meant to stop a
+    # range, the default before the replay; unused while ``replay_updates`` is
+    # None); None keeps ``lr``. Meant to stop a
     # policy the replay has concentrated from drifting on single noisy rewards;
     # on NB201 it helped the CIFAR-100 tuning seeds (@300 72.96 -> 73.32) but was
     # neutral on the held-out check (benchmarks/README.md). A function of
@@ -68,6 +72,15 @@ class ReinforceConfig:
     # the policy towards whatever was drawn first. None (default): the whole queue;
     # 0.1 and 0.2 did not beat it on NB201 (benchmarks/README.md).
     replay_fraction: float | None = None
+    # What the replay fits. "sequence": each queued trajectory's own choices (the
+    # joint distribution of the k best, as Abolafia et al.). "marginal": at every
+    # decision of every queued trajectory (teacher-forced on its prefix), the
+    # queue's distribution of that decision's choices smoothed by
+    # ``replay_prior`` pseudo-counts spread evenly over the choices, as TPE's
+    # l(x) of its best trials: the policy recombines the best candidates' choices
+    # and keeps every choice at a floor instead of collapsing onto k sequences.
+    replay_target: str = "marginal"
+    replay_prior: float = 1.0  # TPE's prior_weight; 0.5 (sharper) did not beat it on NB201
     # Give probability 0 to every choice after which only decision sequences of
     # COMPLETE or PRUNED trials remain, so the controller proposes no candidate
     # twice until the space is exhausted (a FAIL may be transient, a dead worker:
@@ -94,6 +107,10 @@ class ReinforceConfig:
             raise ValueError(f"numeric must be 'discretize' or 'fallback', got {self.numeric!r}")
         if self.numeric_bins < 2 or self.snapshot_every < 1 or self.chunk_chars < 64:
             raise ValueError("numeric_bins >= 2, snapshot_every >= 1 and chunk_chars >= 64")
+        if self.replay_target not in ("sequence", "marginal"):
+            raise ValueError(f"replay_target must be 'sequence' or 'marginal', got {self.replay_target!r}")
+        if self.replay_prior < 0:
+            raise ValueError(f"replay_prior must be >= 0, got {self.replay_prior}")
         if self.advantage not in ("raw", "zscore", "rank"):
             raise ValueError(f"advantage must be 'raw', 'zscore' or 'rank', got {self.advantage!r}")
         if self.reward_window < 2 or self.updates_per_record < 1:

@@ -159,8 +159,13 @@ class Controller:
             x = self.token(key, index)
         return logp, entropy
 
-    def score_many(self, seqs: Sequence[Sequence[Decision]]) -> torch.Tensor:
+    def score_many(self, seqs: Sequence[Sequence[Decision]],
+                   targets: dict[DecisionKey, torch.Tensor] | None = None) -> torch.Tensor:
         """The summed log-probability of several trajectories, teacher-forced.
+
+        With ``targets`` (decision key -> a distribution over its choices), each
+        step scores the expected log-probability under that key's target instead
+        of the trajectory's own choice (the prefix stays teacher-forced).
 
         Trajectories with the same decisions in the same order (most of a fixed
         space's) run as one batch through the LSTM, so replaying a queue of k costs
@@ -185,7 +190,11 @@ class Controller:
                 if self.config.tanh_constant is not None:
                     logits = self.config.tanh_constant * torch.tanh(logits)
                 index = torch.tensor([seq[j][2] for seq in group])
-                total = total + F.log_softmax(logits, dim=-1).gather(1, index[:, None]).sum()
+                logq = F.log_softmax(logits, dim=-1)
+                if targets is not None and key in targets:
+                    total = total + (logq * targets[key]).sum()
+                else:
+                    total = total + logq.gather(1, index[:, None]).sum()
                 x = p[f"emb.{key}"][index]
         return total
 
@@ -232,6 +241,7 @@ class Controller:
                 replay = []
             elif cfg.replay_fraction is not None:  # n = count + 1 rewards, this one included
                 replay = replay[:math.ceil(cfg.replay_fraction * (self.count + 1) - 1e-9)]
+            targets = self._marginals(replay) if replay and cfg.replay_target == "marginal" else None
             keys = dict.fromkeys(d[0] for seq in [decisions, *replay] for d in seq)
             names = list(_SHARED) + [f"{part}.{k}" for k in keys for part in _PER_KEY]
             for _ in range(cfg.updates_per_record):
@@ -239,7 +249,7 @@ class Controller:
                 loss = -advantage * logp - cfg.entropy_weight * entropy
                 if replay:
                     with _one_thread():
-                        loss = loss - cfg.replay_weight / len(replay) * self.score_many(replay)
+                        loss = loss - cfg.replay_weight / len(replay) * self.score_many(replay, targets)
                         grads = torch.autograd.grad(loss, [self.params[n] for n in names],
                                                     allow_unused=True)
                 else:
@@ -253,6 +263,16 @@ class Controller:
             cfg.baseline_decay * self.baseline + (1.0 - cfg.baseline_decay) * reward)
         self.rewards.append(reward)
         self.count += 1
+
+    def _marginals(self, queue: Sequence[Sequence[Decision]]) -> dict[DecisionKey, torch.Tensor]:
+        """Per decision key, the queue's smoothed distribution of its choices
+        (``replay_prior`` pseudo-counts spread evenly; see ``replay_target``)."""
+        counts: dict[DecisionKey, torch.Tensor] = {}
+        for seq in queue:
+            for key, n, index in seq:
+                counts.setdefault(key, torch.zeros(n))[index] += 1.0
+        prior = self.config.replay_prior
+        return {key: (c + prior / c.numel()) / (c.sum() + prior) for key, c in counts.items()}
 
     def _enqueue(self, decisions: Sequence[Decision], reward: float) -> list[tuple[Decision, ...]]:
         """Put a trajectory into the replay queue; return the queue, best first.

@@ -6,12 +6,14 @@ sample's log-probability is scaled by an advantage: by default the rank of R
 among the last ``reward_window`` rewards, mapped to [-1, 1]
 (``ReinforceConfig.advantage``; Zoph & Le's ``R - baseline`` is
 ``advantage="raw"``). For searches of tens of trials the default step is 5x
-ENAS's and, for the first ``replay_updates`` updates, each step also raises the
-log-likelihood of the ``replay_top_k`` best trajectories so far (priority-queue
-training, Abolafia et al. 2018); after them the step drops to ``late_lr`` (ENAS's
-range), meant to keep a policy the replay has concentrated from drifting on noisy rewards.
-The queue is part of the controller's state, so it is rebuilt from the update
-log like everything else; the step is a function of the update count. Here every
+ENAS's and each step also fits the ``replay_top_k`` best trajectories so far
+(priority-queue training, Abolafia et al. 2018): by default their smoothed
+per-decision distribution (``replay_target="marginal"``, TPE's l(x)), so the
+policy recombines the best candidates' choices and keeps every choice at a
+floor. ``replay_updates`` can end the replay after a number of updates, the
+step then dropping to ``late_lr``. The queue is part of the controller's
+state, so it is rebuilt from the update log like everything else; the step is
+a function of the update count. Here every
 ``trial.suggest_*`` call of a define-by-run space is one controller step, in
 suggestion order, so a space whose later decisions depend on earlier ones works
 unchanged; new parameter names (or new choice sets) grow the controller.
