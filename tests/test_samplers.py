@@ -376,6 +376,8 @@ def test_marginal_replay_recombines_the_queue_and_keeps_a_floor():
     assert torch.allclose(mar0, target, atol=0.03) and torch.allclose(mar1, target, atol=0.03)
     with pytest.raises(ValueError, match="replay_target"):
         ReinforceConfig(replay_target="joint")
+    with pytest.raises(ValueError, match="replay_prior"):
+        ReinforceConfig(replay_prior=-1.0)
 
 
 def test_replay_fraction_replays_only_the_best_share_of_the_rewards_seen():

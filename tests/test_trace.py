@@ -1,6 +1,8 @@
 """The concrete tracer behind ``from_torch``: fx with the real values riding along."""
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -208,13 +210,18 @@ _HEAVY_CALLS = {
 def test_shapes_only_gives_the_shape_dtype_and_device_torch_gives(name):
     from archlab.torchio.trace_shapes import ShapesOnly
 
-    torch.manual_seed(0)
+    # An input of its own per call, and the shapes-only call first: its outputs are
+    # uninitialised memory, which the allocator may hand back from a tensor freed
+    # earlier; with one shared input, add_'s freed result equalled add_broadcast's.
+    seed = zlib.crc32(name.encode())
+    torch.manual_seed(seed)
     x = torch.randn(1, 4, 9, 9)
     with torch.no_grad():
-        real = _HEAVY_CALLS[name](x)
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         with ShapesOnly():
             cheap = _HEAVY_CALLS[name](x)
+        torch.manual_seed(seed)
+        real = _HEAVY_CALLS[name](x)
     for r, c in zip(real if isinstance(real, tuple) else (real,), cheap if isinstance(cheap, tuple) else (cheap,)):
         assert (c.shape, c.dtype, c.device) == (r.shape, r.dtype, r.device)
         assert not torch.equal(c, r)  # not computed

@@ -227,7 +227,9 @@ class Controller:
         The advantage (:meth:`advantage`) compares the reward with those *before* it;
         then the baseline moves towards the reward and the reward joins the window.
         With ``replay_top_k`` the trajectory enters the replay queue first, and each
-        step also raises the queue's mean log-likelihood. ``updates_per_record``
+        step also raises the queue's mean log-likelihood (with ``replay_target="marginal"``
+        the expected log-likelihood under the queue's smoothed per-decision
+        distribution, :meth:`_marginals`). ``updates_per_record``
         Adam steps are taken, each on a fresh gradient.
         """
         cfg = self.config
@@ -270,7 +272,10 @@ class Controller:
         counts: dict[DecisionKey, torch.Tensor] = {}
         for seq in queue:
             for key, n, index in seq:
-                counts.setdefault(key, torch.zeros(n))[index] += 1.0
+                c = counts.setdefault(key, torch.zeros(n))
+                if c.numel() != n:
+                    raise ValueError(f"decision {key!r} has {c.numel()} choices, asked for {n}")
+                c[index] += 1.0
         prior = self.config.replay_prior
         return {key: (c + prior / c.numel()) / (c.sum() + prior) for key, c in counts.items()}
 
