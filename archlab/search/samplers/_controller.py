@@ -272,10 +272,8 @@ class Controller:
         counts: dict[DecisionKey, torch.Tensor] = {}
         for seq in queue:
             for key, n, index in seq:
-                c = counts.setdefault(key, torch.zeros(n))
-                if c.numel() != n:
-                    raise ValueError(f"decision {key!r} has {c.numel()} choices, asked for {n}")
-                c[index] += 1.0
+                self.ensure(key, n)  # one choice count per key, checked against its head
+                counts.setdefault(key, torch.zeros(n))[index] += 1.0
         prior = self.config.replay_prior
         return {key: (c + prior / c.numel()) / (c.sum() + prior) for key, c in counts.items()}
 
