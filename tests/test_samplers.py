@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 from archlab.errors import ArchlabError
 from archlab.search import RegularizedEvolutionSampler, ReinforceSampler, make_sampler
@@ -199,6 +200,73 @@ def test_workers_sharing_a_study_share_one_controller(tmp_path):
     assert _same_parameters(a.parameters(), b.parameters())
 
 
+def test_a_worker_with_other_controller_settings_is_refused_before_it_writes(tmp_path):
+    storage = _sqlite(tmp_path)
+    study = optuna.create_study(study_name="cfg", storage=storage, direction="maximize",
+                                sampler=ReinforceSampler(seed=1, lr=0.005))
+    study.optimize(_toy(_target(1)), n_trials=3)
+    first = study.trials[0].system_attrs
+    assert first[_store.SETTINGS_KEY]["lr"] == 0.005 and first[_store.SEED_KEY] == 1
+
+    other = ReinforceSampler(seed=2, lr=0.01, replay_top_k=3)
+    joined = optuna.load_study(study_name="cfg", storage=_sqlite(tmp_path), sampler=other)
+    with pytest.raises(ArchlabError) as err:
+        other.check_study(joined)
+    msg = str(err.value)
+    assert "\n" not in msg and "'cfg'" in msg and "another --study name" in msg
+    assert "lr=0.005 (this worker: 0.01)" in msg and "replay_top_k=5 (this worker: 3)" in msg
+    assert len(joined.trials) == 3  # nothing written
+
+    # draw-only and storage settings may differ; the same settings join and agree
+    same = ReinforceSampler(seed=3, lr=0.005, avoid_duplicates=False, snapshot_every=7, chunk_chars=999)
+    again = optuna.load_study(study_name="cfg", storage=_sqlite(tmp_path), sampler=same)
+    same.check_study(again)
+    again.optimize(_toy(_target(1)), n_trials=2)
+    assert same.update_count == 5
+
+
+def test_a_worker_that_meets_other_settings_mid_run_fails_only_its_trial(tmp_path):
+    # two workers created the study at once: the later one finds the winner's
+    # settings at its next trial; that trial is FAIL with the reason, none is left RUNNING
+    storage = _sqlite(tmp_path)
+    a = ReinforceSampler(seed=1)
+    b = ReinforceSampler(seed=2, replay_target="sequence")
+    study_a = optuna.create_study(study_name="race", storage=storage, direction="maximize", sampler=a)
+    study_b = optuna.load_study(study_name="race", storage=_sqlite(tmp_path), sampler=b)
+    b.check_study(study_b)  # nothing to compare with yet
+    study_a.optimize(_toy(_target(1)), n_trials=2)
+    with pytest.raises(ArchlabError, match=r"replay_target='marginal' \(this worker: 'sequence'\)"):
+        study_b.ask()
+    states = [t.state for t in study_a.trials]
+    assert states == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]
+    assert "replay_target" in study_a.trials[-1].user_attrs["error"]
+
+
+def test_a_study_from_before_the_settings_were_stored_is_continued(tmp_path, caplog, monkeypatch):
+    storage = _sqlite(tmp_path)
+    study = optuna.create_study(study_name="old", storage=storage, direction="maximize",
+                                sampler=ReinforceSampler(seed=1))
+    with monkeypatch.context() as m:  # an archlab that stored the seed only
+        m.setattr(_store, "SETTINGS_KEY", _store.PREFIX + "not-read")
+        study.optimize(_toy(_target(1)), n_trials=3)
+    assert _store.SETTINGS_KEY not in study.trials[0].system_attrs
+    later = ReinforceSampler(seed=2, lr=0.01)
+    resumed = optuna.load_study(study_name="old", storage=_sqlite(tmp_path), sampler=later)
+    with caplog.at_level("WARNING"):
+        later.check_study(resumed)
+        resumed.optimize(_toy(_target(1)), n_trials=2)
+    assert later.update_count == 5
+    assert sum("predates stored controller settings" in r.message for r in caplog.records) == 1
+
+
+def test_settings_a_study_lacks_compare_with_their_defaults():
+    stored = ReinforceSampler().config.state_settings()
+    del stored["replay_prior"]  # a setting added to archlab after the study was made
+    assert _store.settings_mismatch(stored, ReinforceSampler().config.state_settings()) is None
+    assert _store.settings_mismatch(stored, ReinforceSampler(replay_prior=0.5).config.state_settings()) \
+        == "replay_prior=1.0 (this worker: 0.5)"
+
+
 def test_failed_and_pruned_trials_skip_the_update_unless_given_a_reward():
     def flaky(trial: optuna.Trial) -> float:
         value = _toy(_target(0))(trial)
@@ -356,8 +424,8 @@ def test_marginal_replay_recombines_the_queue_and_keeps_a_floor():
     # two queued trajectories, (0, 0) and (1, 1): fitting the sequences ties y to x,
     # fitting the marginals makes y's distribution the same whatever x was
     records = [([("x", 3, 0), ("y", 3, 0)], 1.0), ([("x", 3, 1), ("y", 3, 1)], 1.0)]
-    ctls = {t: Controller(ReinforceConfig(replay_top_k=2, replay_target=t, lr=0.02,
-                                          advantage="raw"), seed=0)
+    ctls = {t: Controller(ReinforceConfig(replay_top_k=2, replay_fraction=None, replay_target=t,
+                                          lr=0.02, advantage="raw"), seed=0)
             for t in ("sequence", "marginal")}
     for ctl in ctls.values():
         for _ in range(60):

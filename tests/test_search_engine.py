@@ -2,7 +2,6 @@
 analytic constraints, trial records, ``archlab best``, resume and CLI errors."""
 from __future__ import annotations
 
-import time
 
 import optuna
 import pytest
@@ -134,3 +133,14 @@ def test_resuming_with_other_objectives_is_refused(tmp_path):
     with pytest.raises(ArchlabError, match="optimizes reward, not reward,macs"):
         Worker.open(SearchConfig(space="nasbench201", sampler="nsga2", n_trials=2, storage=f"sqlite:///{tmp_path}/a.db",
                                  study="x", objectives=("reward", "macs")))
+
+
+def test_joining_a_reinforce_study_with_other_controller_settings_is_refused_before_it_writes(tmp_path):
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    base = {"space": "nasbench201", "sampler": "reinforce", "storage": db, "study": "rl", "seed": 0}
+    run_search(SearchConfig(n_trials=3, **base))
+    with pytest.raises(ArchlabError, match=r"built with lr=0\.005 \(this worker: 0\.01\).*another --study name"):
+        Worker.open(SearchConfig(n_trials=6, sampler_options={"lr": 0.01}, **base))
+    assert len(optuna.load_study(study_name="rl", storage=db).trials) == 3
+    r = run_search(SearchConfig(n_trials=5, sampler_options={"avoid_duplicates": False}, **base))
+    assert len(r.study.get_trials(states=FINISHED)) == 5  # a draw-only setting may differ

@@ -261,6 +261,9 @@ class Worker:
         if study is None:
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
             _check_resume(study, space.name, objectives, None if config.switch_sampler else config.sampler)
+            check_sampler = getattr(sampler, "check_study", None)  # e.g. reinforce: its controller's settings
+            if check_sampler is not None:
+                check_sampler(study)
             if training is not None:
                 from archlab.search.trained import check_same_training
 

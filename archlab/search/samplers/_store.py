@@ -6,6 +6,11 @@ Layout (every key starts with ``archlab:reinforce:``):
   its first trial when no earlier trial carries one. The proposal of the
   lowest-numbered trial wins, so every worker converges on one seed without a
   compare-and-swap (storage has none).
+* trial system attr ``settings``: written just before ``seed`` on the same trial,
+  the proposing worker's ``ReinforceConfig.state_settings()``. The winning
+  trial's settings are the study's: a worker with other settings would replay the
+  same log to another controller, so it is refused (studies from before the
+  settings were stored have none, and are taken as they are).
 * trial system attr ``record``: the trial's update record, written by
   ``after_trial`` just before Optuna stores the trial's final state:
   ``{"v": 1, "s": state, "r": reward, "d": [[key, n_choices, index], ...]}``.
@@ -32,6 +37,7 @@ from archlab.search.samplers._controller import Decision
 
 PREFIX = "archlab:reinforce:"
 SEED_KEY = PREFIX + "seed"
+SETTINGS_KEY = PREFIX + "settings"
 RECORD_KEY = PREFIX + "record"
 SNAPSHOT_KEY = PREFIX + "snapshot"
 
@@ -112,13 +118,37 @@ def read_record(trial: FrozenTrial) -> Record | None:
     return record
 
 
-def first_seed(trials: list[FrozenTrial]) -> int | None:
-    """The seed proposed by the lowest-numbered trial that carries one (trials sorted)."""
+def first_origin(trials: list[FrozenTrial]) -> tuple[int, dict | None] | None:
+    """``(seed, settings)`` proposed by the lowest-numbered trial that carries a seed
+    (trials sorted); ``settings`` is None for a study from before they were stored."""
     for trial in trials:
         seed = trial.system_attrs.get(SEED_KEY)
         if isinstance(seed, int):
-            return seed
+            settings = trial.system_attrs.get(SETTINGS_KEY)
+            return seed, settings if isinstance(settings, dict) else None
     return None
+
+
+def settings_mismatch(stored: dict, mine: dict) -> str | None:
+    """``"lr=0.01 (this worker: 0.005), ..."`` for each setting that differs, or None.
+
+    A setting missing from ``stored`` (added to archlab after the study was made)
+    is compared with the default of that field, which is what that study ran with.
+    """
+    from archlab.search.samplers._config import ReinforceConfig
+
+    defaults = ReinforceConfig().state_settings()
+    diffs = [f"{k}={stored.get(k, defaults.get(k))!r} (this worker: {mine.get(k, defaults.get(k))!r})"
+             for k in sorted(set(stored) | set(mine))
+             if stored.get(k, defaults.get(k)) != mine.get(k, defaults.get(k))]
+    return ", ".join(diffs) or None
+
+
+def settings_refusal(study_name: str, diff: str) -> str:
+    """The one-line refusal of a worker whose settings differ (``diff`` from :func:`settings_mismatch`)."""
+    return (f"study '{study_name}': its reinforce controller was built with {diff}; the same update "
+            f"log would give this worker another controller: pass the study's sampler options or "
+            f"pick another --study name")
 
 
 # -------------------------------------------------------------- snapshots

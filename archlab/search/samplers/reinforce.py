@@ -6,8 +6,9 @@ sample's log-probability is scaled by an advantage: by default the rank of R
 among the last ``reward_window`` rewards, mapped to [-1, 1]
 (``ReinforceConfig.advantage``; Zoph & Le's ``R - baseline`` is
 ``advantage="raw"``). For searches of tens of trials the default step is 5x
-ENAS's and each step also fits the ``replay_top_k`` best trajectories so far
-(priority-queue training, Abolafia et al. 2018): by default their smoothed
+ENAS's and each step also fits the best trajectories so far (priority-queue
+training, Abolafia et al. 2018; by default the best 10 % of the rewards seen,
+``replay_fraction``, at most ``replay_top_k``): by default their smoothed
 per-decision distribution (``replay_target="marginal"``, TPE's l(x)), so the
 policy recombines the best candidates' choices and keeps every choice at a
 floor. ``replay_updates`` can end the replay after a number of updates, the
@@ -119,6 +120,8 @@ class ReinforceSampler(SequentialSampler):
         self._fallback = RandomSampler(seed=seed)
         self._lock = threading.RLock()
         self._bound: tuple[str, int] | None = None
+        self._settings = self._config.state_settings()
+        self._warned_legacy = False
         self._reset()
 
     def _reset(self) -> None:
@@ -158,6 +161,34 @@ class ReinforceSampler(SequentialSampler):
         with self._lock:
             self._sync(study, self._trials(study))
 
+    def check_study(self, study: Study) -> None:
+        """Refuse a study whose controller was built with other settings than this sampler's.
+
+        The controller's state is a function of its seed, the update log *and* the
+        settings (``ReinforceConfig.state_settings``): a worker with another
+        ``lr`` would replay the same log to another controller. Reads the study
+        and writes nothing; :meth:`before_trial` checks again.
+
+        Raises:
+            ArchlabError: One line naming each differing setting, both values, and the fix.
+        """
+        with self._lock:
+            self._check(study, _store.first_origin(self._trials(study)))
+
+    def _check(self, study: Study, origin: tuple[int, dict | None] | None) -> None:
+        if origin is None:
+            return
+        stored = origin[1]
+        if stored is None:
+            if not self._warned_legacy:
+                self._warned_legacy = True
+                _log.warning("study '%s' predates stored controller settings: its controller is "
+                             "continued with this worker's", study.study_name)
+            return
+        diff = None if stored == self._settings else _store.settings_mismatch(stored, self._settings)
+        if diff is not None:
+            raise ArchlabError(_store.settings_refusal(study.study_name, diff))
+
     def log_prob(
         self, params: Mapping[str, Any], distributions: Mapping[str, BaseDistribution]
     ) -> float:
@@ -178,11 +209,12 @@ class ReinforceSampler(SequentialSampler):
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Load the newest controller state; called as each trial starts, before sampling.
 
-        Writes this worker's seed proposal into ``trial``'s system attrs if no trial
-        of the study carries one yet.
+        Writes this worker's seed proposal and its controller settings into
+        ``trial``'s system attrs if no trial of the study carries a seed yet.
 
         Raises:
-            ArchlabError: The study has more than one objective.
+            ArchlabError: The study has more than one objective, or its controller
+                was built with other settings (``trial`` is then stored as FAIL).
         """
         if study._is_multi_objective():
             raise ArchlabError(
@@ -191,13 +223,20 @@ class ReinforceSampler(SequentialSampler):
                 f"scalarised reward")
         with self._lock:
             trials = self._trials(study)
-            if _store.first_seed(trials) is None:
-                try:
+            if _store.first_origin(trials) is None:
+                try:  # the settings first: a trial carrying the seed carries them too
+                    study._storage.set_trial_system_attr(
+                        trial._trial_id, _store.SETTINGS_KEY, self._settings)
                     study._storage.set_trial_system_attr(
                         trial._trial_id, _store.SEED_KEY, self._proposal)
                 except Exception as exc:  # the next trial proposes again
                     _log.warning("could not store the controller seed: %s", exc)
-            self._sync(study, trials)
+            try:
+                self._sync(study, trials)
+            except ArchlabError as exc:  # lost a race to a worker with other settings
+                study._storage.set_trial_user_attr(trial._trial_id, "error", str(exc))
+                study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                raise
 
     def sample_independent(self, study: Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
@@ -342,8 +381,9 @@ class ReinforceSampler(SequentialSampler):
         return study._storage.get_all_trials(study._study_id, deepcopy=False)
 
     def _sync(self, study: Study, trials: list[FrozenTrial]) -> None:
-        seed = _store.first_seed(trials)
-        seed = self._proposal if seed is None else seed
+        origin = _store.first_origin(trials)
+        self._check(study, origin)
+        seed = self._proposal if origin is None else origin[0]
         upto = len(trials) and trials[-1].number + 1
         records: list[tuple[int, _store.Record]] = []
         for t in trials:
