@@ -29,7 +29,7 @@ def test_each_sampler_finishes_exactly_n_trials_on_nasbench201(sampler):
     assert 60.0 < best <= 95.0  # NB201 CIFAR-10 validation accuracies (%) lie below ~91.6
 
 
-def test_constraint_prunes_in_milliseconds_with_reason_and_no_evaluation():
+def test_constraint_prunes_with_reason_and_no_evaluation():
     r = run_search(SearchConfig(space="nasbench201", sampler="random", n_trials=20, storage=":memory:", seed=1,
                                 constraints=Constraints(max_params=300_000)))
     pruned = r.study.get_trials(states=(TrialState.PRUNED,))
@@ -37,7 +37,7 @@ def test_constraint_prunes_in_milliseconds_with_reason_and_no_evaluation():
     for t in pruned:
         assert t.user_attrs["pruned_reason"].startswith("params ") and "> max 300,000" in t.user_attrs["pruned_reason"]
         assert t.user_attrs["params"] > 300_000 and "reward" not in t.user_attrs
-        assert t.user_attrs["overhead_s"] < 0.5
+        assert "eval_s" not in t.user_attrs  # never evaluated (its time is the overhead benchmark's: ~10 ms)
     for t in r.study.get_trials(states=(TrialState.COMPLETE,)):
         assert t.user_attrs["params"] <= 300_000
 
