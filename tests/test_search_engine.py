@@ -2,7 +2,6 @@
 analytic constraints, trial records, ``archlab best``, resume and CLI errors."""
 from __future__ import annotations
 
-
 import optuna
 import pytest
 from optuna.trial import TrialState

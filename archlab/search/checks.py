@@ -2,7 +2,7 @@
 objectives, a space's dry run, resuming a study, storage failures vs. a user's code."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import optuna
 
@@ -93,3 +93,18 @@ def sampler_key(name: str) -> str:
     """A sampler's canonical name (``NSGA-II`` -> ``nsga2``, ``rea`` -> ``evolution``)."""
     key = name.strip().lower().replace("-", "").replace("_", "")
     return {"nsgaii": "nsga2", "rea": "evolution"}.get(key, key)
+
+
+def differing_settings(stored: Mapping[str, Any], mine: Mapping[str, Any],
+                       defaults: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, stored value, this worker's value)`` for each setting that differs, by key.
+
+    A setting missing from either side (added to archlab after the study was made)
+    counts as that field's value in ``defaults``.
+    """
+    out = []
+    for key in sorted(set(stored) | set(mine)):
+        have, want = stored.get(key, defaults.get(key)), mine.get(key, defaults.get(key))
+        if have != want:
+            out.append((key, have, want))
+    return out

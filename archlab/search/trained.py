@@ -153,14 +153,15 @@ def check_same_training(study, budget_record: dict) -> None:
     if stored is None:
         raise ArchlabError(f"study '{study.study_name}' was made without training its candidates; "
                            "pick another --study name")
-    defaults = TrainBudget().record()  # a setting added after the study was made has its default there
-    for key in sorted(set(stored) | set(budget_record)):
-        have, want = stored.get(key, defaults.get(key)), budget_record.get(key, defaults.get(key))
-        if have != want:
-            flag = FLAGS.get(key, key)
-            raise ArchlabError(f"study '{study.study_name}' trains its candidates with {key}={_show(have)}, but this "
-                               f"worker asks {key}={_show(want)}: its rewards would not compare; run it with "
-                               f"the study's {flag} or pick another --study name")
+    from archlab.search.checks import differing_settings
+
+    # a setting added after the study was made has its default there
+    diffs = differing_settings(stored, budget_record, TrainBudget().record())
+    if diffs:
+        key, have, want = diffs[0]
+        raise ArchlabError(f"study '{study.study_name}' trains its candidates with {key}={_show(have)}, but this "
+                           f"worker asks {key}={_show(want)}: its rewards would not compare; run it with "
+                           f"the study's {FLAGS.get(key, key)} or pick another --study name")
 
 
 def _show(v: Any) -> str:

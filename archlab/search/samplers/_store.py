@@ -33,6 +33,8 @@ from typing import Any, Callable, Mapping
 
 from optuna.trial import FrozenTrial, TrialState
 
+from archlab.search.checks import differing_settings
+from archlab.search.samplers._config import ReinforceConfig
 from archlab.search.samplers._controller import Decision
 
 PREFIX = "archlab:reinforce:"
@@ -133,15 +135,10 @@ def settings_mismatch(stored: dict, mine: dict) -> str | None:
     """``"lr=0.01 (this worker: 0.005), ..."`` for each setting that differs, or None.
 
     A setting missing from ``stored`` (added to archlab after the study was made)
-    is compared with the default of that field, which is what that study ran with.
+    is compared with that field's default (:func:`~archlab.search.checks.differing_settings`).
     """
-    from archlab.search.samplers._config import ReinforceConfig
-
-    defaults = ReinforceConfig().state_settings()
-    diffs = [f"{k}={stored.get(k, defaults.get(k))!r} (this worker: {mine.get(k, defaults.get(k))!r})"
-             for k in sorted(set(stored) | set(mine))
-             if stored.get(k, defaults.get(k)) != mine.get(k, defaults.get(k))]
-    return ", ".join(diffs) or None
+    diffs = differing_settings(stored, mine, ReinforceConfig().state_settings())
+    return ", ".join(f"{k}={have!r} (this worker: {want!r})" for k, have, want in diffs) or None
 
 
 def settings_refusal(study_name: str, diff: str) -> str:
