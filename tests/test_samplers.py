@@ -214,7 +214,7 @@ def test_a_worker_with_other_controller_settings_is_refused_before_it_writes(tmp
         other.check_study(joined)
     msg = str(err.value)
     assert "\n" not in msg and "'cfg'" in msg and "another --study name" in msg
-    assert "lr=0.005 (this worker: 0.01)" in msg and "replay_top_k=5 (this worker: 3)" in msg
+    assert "lr=0.005 (this worker: 0.01)" in msg and "replay_top_k=25 (this worker: 3)" in msg
     assert len(joined.trials) == 3  # nothing written
 
     # draw-only and storage settings may differ; the same settings join and agree
@@ -235,7 +235,7 @@ def test_a_worker_that_meets_other_settings_mid_run_fails_only_its_trial(tmp_pat
     study_b = optuna.load_study(study_name="race", storage=_sqlite(tmp_path), sampler=b)
     b.check_study(study_b)  # nothing to compare with yet
     study_a.optimize(_toy(_target(1)), n_trials=2)
-    with pytest.raises(ArchlabError, match=r"replay_target='marginal' \(this worker: 'sequence'\)"):
+    with pytest.raises(ArchlabError, match=r"replay_target='tpe' \(this worker: 'sequence'\)"):
         study_b.ask()
     states = [t.state for t in study_a.trials]
     assert states == [TrialState.COMPLETE] * 2 + [TrialState.FAIL]

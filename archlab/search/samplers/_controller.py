@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from archlab.search.samplers import _acquisition
 from archlab.search.samplers._config import ReinforceConfig
 
 DecisionKey = str
@@ -37,7 +38,7 @@ Decision = tuple[DecisionKey, int, int]
 
 _BETAS = (0.9, 0.999)  # Adam's defaults (Kingma & Ba); ENAS and Zoph & Le keep them
 _EPS = 1e-8
-_FORMAT = 3  # of to_bytes; 2 added the reward window, 3 the replay queue
+_FORMAT = 4  # of to_bytes; 2 added the reward window, 3 the replay queue, 4 the choice counts
 _SHARED = ("lstm.w_ih", "lstm.w_hh", "lstm.b", "start")
 _PER_KEY = ("emb", "query", "head_w", "head_b")
 
@@ -71,6 +72,8 @@ class Controller:
             "zscore" and "rank" advantages).
         top: The replay queue: trajectory -> ``(mean reward, times seen, first
             update count)``, at most ``replay_top_k`` entries (see :meth:`_enqueue`).
+        counts: Decision key -> how often each choice occurs in the records applied
+            (the "above" side of ``replay_target="tpe"``).
     """
 
     def __init__(self, config: ReinforceConfig, seed: int) -> None:
@@ -85,6 +88,7 @@ class Controller:
         self.baseline: float | None = None
         self.rewards: deque[float] = deque(maxlen=config.reward_window)
         self.top: dict[tuple[Decision, ...], tuple[float, int, int]] = {}
+        self.counts: dict[DecisionKey, np.ndarray] = {}
         h = config.hidden_size
         for name, shape in zip(_SHARED, ((4 * h, h), (4 * h, h), (4 * h,), (h,))):
             self.params[name] = self._initial(name, shape)
@@ -118,6 +122,7 @@ class Controller:
         other.count, other.upto, other.baseline = self.count, self.upto, self.baseline
         other.rewards = deque(self.rewards, maxlen=self.rewards.maxlen)
         other.top = dict(self.top)
+        other.counts = {k: c.copy() for k, c in self.counts.items()}
         return other
 
     # ------------------------------------------------------------------ policy
@@ -235,6 +240,8 @@ class Controller:
         cfg = self.config
         reward = float(reward)
         if decisions:
+            for key, n, index in decisions:
+                self.counts.setdefault(key, np.zeros(n))[index] += 1.0
             advantage = self.advantage(reward)
             replay = self._enqueue(decisions, reward)
             late = cfg.replay_updates is not None and self.count >= cfg.replay_updates
@@ -243,7 +250,11 @@ class Controller:
                 replay = []
             elif cfg.replay_fraction is not None:  # n = count + 1 rewards, this one included
                 replay = replay[:math.ceil(cfg.replay_fraction * (self.count + 1) - 1e-9)]
-            targets = self._marginals(replay) if replay and cfg.replay_target == "marginal" else None
+            targets = None
+            if replay and cfg.replay_target == "marginal":
+                targets = self._marginals(replay)
+            elif replay and cfg.replay_target == "tpe":
+                targets = self._proposals(replay)
             keys = dict.fromkeys(d[0] for seq in [decisions, *replay] for d in seq)
             names = list(_SHARED) + [f"{part}.{k}" for k in keys for part in _PER_KEY]
             for _ in range(cfg.updates_per_record):
@@ -276,6 +287,19 @@ class Controller:
                 counts.setdefault(key, torch.zeros(n))[index] += 1.0
         prior = self.config.replay_prior
         return {key: (c + prior / c.numel()) / (c.sum() + prior) for key, c in counts.items()}
+
+    def _proposals(self, queue: Sequence[Sequence[Decision]]) -> dict[DecisionKey, torch.Tensor]:
+        """Per decision key, TPE's proposal distribution (``_acquisition.proposal``) with
+        the queue as the below trials and every other record applied as the above ones."""
+        below: dict[DecisionKey, np.ndarray] = {}
+        for seq in queue:
+            for key, n, index in seq:
+                self.ensure(key, n)
+                below.setdefault(key, np.zeros(n))[index] += 1.0
+        prior = self.config.replay_prior
+        return {key: torch.from_numpy(_acquisition.proposal(
+                    c, np.maximum(self.counts[key] - c, 0.0), prior, self.config.replay_candidates)).float()
+                for key, c in below.items()}
 
     def _enqueue(self, decisions: Sequence[Decision], reward: float) -> list[tuple[Decision, ...]]:
         """Put a trajectory into the replay queue; return the queue, best first.
@@ -326,6 +350,7 @@ class Controller:
             "format": _FORMAT, "seed": self.seed, "count": self.count, "upto": self.upto,
             "baseline": self.baseline, "rewards": list(self.rewards),
             "top": [[[list(d) for d in seq], *entry] for seq, entry in self.top.items()],
+            "counts": {k: c.tolist() for k, c in sorted(self.counts.items())},
             "hidden": self.config.hidden_size,
             "params": {k: self.params[k].detach() for k in touched},
             "m": {k: self.m[k] for k in touched}, "v": {k: self.v[k] for k in touched},
@@ -362,5 +387,6 @@ class Controller:
         ctl.rewards = deque((float(r) for r in blob["rewards"]), maxlen=config.reward_window)
         ctl.top = {tuple((str(k), int(n), int(i)) for k, n, i in seq): (float(m), int(s), int(f))
                    for seq, m, s, f in blob["top"]}
+        ctl.counts = {str(k): np.asarray(c, dtype=np.float64) for k, c in blob["counts"].items()}
         return ctl
 

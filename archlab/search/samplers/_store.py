@@ -29,13 +29,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from typing import Any, Callable, Mapping
 
 from optuna.trial import FrozenTrial, TrialState
 
 from archlab.search.checks import differing_settings
 from archlab.search.samplers._config import ReinforceConfig
-from archlab.search.samplers._controller import Decision
+from archlab.search.samplers._controller import Controller, Decision
 
 PREFIX = "archlab:reinforce:"
 SEED_KEY = PREFIX + "seed"
@@ -44,6 +45,8 @@ RECORD_KEY = PREFIX + "record"
 SNAPSHOT_KEY = PREFIX + "snapshot"
 
 SetAttr = Callable[[str, Any], None]
+
+_log = logging.getLogger("archlab.search.samplers.reinforce")
 
 
 def put_chunked(set_attr: SetAttr, key: str, text: str, meta: dict, chunk_chars: int) -> None:
@@ -171,6 +174,29 @@ def read_snapshots(attrs: Mapping[str, Any], seed: int) -> list[tuple[dict, byte
         if hashlib.sha256(data).hexdigest() == meta.get("sha256"):
             found.append((meta, data))
     return sorted(found, key=lambda md: md[0].get("count", -1), reverse=True)
+
+
+def load_controller(attrs: Mapping[str, Any], seed: int, config: ReinforceConfig) -> Controller | None:
+    """The controller of the newest readable snapshot of ``seed``, or None (replay the log).
+
+    A snapshot of another format or hidden size is skipped with a warning.
+    """
+    for _, data in read_snapshots(attrs, seed):
+        try:
+            return Controller.from_bytes(data, config)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            _log.warning("ignoring an unreadable controller snapshot: %s", exc)
+    return None
+
+
+def snapshot(storage: Any, study_id: int, ctl: Controller, slot: int, chunk_chars: int) -> None:
+    """Write ``ctl`` to snapshot ``slot`` unless that slot already holds its state or a newer one
+    (another worker got there first)."""
+    meta = snapshot_meta(storage.get_study_system_attrs(study_id), slot)
+    if meta and meta.get("seed") == ctl.seed and meta.get("count", -1) >= ctl.count:
+        return
+    write_snapshot(lambda k, v: storage.set_study_system_attr(study_id, k, v), slot, ctl.to_bytes(),
+                   {"seed": ctl.seed, "count": ctl.count, "upto": ctl.upto}, chunk_chars)
 
 
 def snapshot_meta(attrs: Mapping[str, Any], slot: int) -> dict | None:

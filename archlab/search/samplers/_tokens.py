@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from optuna.distributions import (
@@ -65,6 +65,32 @@ def index_of(dist: BaseDistribution, values: list[Any], value: Any) -> int:
         return int(dist.to_internal_repr(value))
     diffs = [abs(float(v) - float(value)) for v in values]
     return int(np.argmin(diffs))
+
+
+def decisions(params: Mapping[str, Any], distributions: Mapping[str, BaseDistribution],
+              config: ReinforceConfig) -> list[tuple[str, int, int]]:
+    """The controller's ``(key, n_choices, index)`` for each parameter it chooses, in order
+    (parameters with one token, or left to the numeric fallback, are not decisions)."""
+    out = []
+    for name, value in params.items():
+        dist = distributions[name]
+        values = tokens(dist, config)
+        if values is not None and len(values) > 1:
+            out.append((decision_key(name, dist), len(values), index_of(dist, values, value)))
+    return out
+
+
+def on_grid(params: Mapping[str, Any], distributions: Mapping[str, BaseDistribution],
+            config: ReinforceConfig) -> bool:
+    """Whether the controller could have proposed exactly ``params``: no parameter is left
+    to the numeric fallback or off its token grid (e.g. an enqueued number)."""
+    for name, dist in distributions.items():
+        values = tokens(dist, config)
+        if values is None:
+            return False
+        if len(values) > 1 and values[index_of(dist, values, params[name])] != params[name]:
+            return False
+    return True
 
 
 def _grid(low: float, high: float, log: bool, n: int) -> np.ndarray:

@@ -6,15 +6,17 @@ sample's log-probability is scaled by an advantage: by default the rank of R
 among the last ``reward_window`` rewards, mapped to [-1, 1]
 (``ReinforceConfig.advantage``; Zoph & Le's ``R - baseline`` is
 ``advantage="raw"``). For searches of tens of trials the default step is 5x
-ENAS's and each step also fits the best trajectories so far (priority-queue
-training, Abolafia et al. 2018; by default the best 10 % of the rewards seen,
-``replay_fraction``, at most ``replay_top_k``): by default their smoothed
-per-decision distribution (``replay_target="marginal"``, TPE's l(x)), so the
-policy recombines the best candidates' choices and keeps every choice at a
-floor. ``replay_updates`` can end the replay after a number of updates, the
-step then dropping to ``late_lr``. The queue is part of the controller's
-state, so it is rebuilt from the update log like everything else; the step is
-a function of the update count. Here every
+ENAS's, two steps are taken per reward, and each step also fits the best
+trajectories so far (priority-queue training, Abolafia et al. 2018; by default
+the best 10 % of the rewards seen, ``replay_fraction``, at most
+``replay_top_k``): by default, at each of their decisions, the distribution of
+the choice that TPE would propose with them as its best trials and every other
+record as the rest (``replay_target="tpe"``, ``_acquisition.py``), so the
+policy recombines the best candidates' choices and tries the choices the worse
+trials seldom took. ``replay_updates`` can end the replay after a number of
+updates, the step then dropping to ``late_lr``. The queue and the choice counts
+are part of the controller's state, so they are rebuilt from the update log
+like everything else; the step is a function of the update count. Here every
 ``trial.suggest_*`` call of a define-by-run space is one controller step, in
 suggestion order, so a space whose later decisions depend on earlier ones works
 unchanged; new parameter names (or new choice sets) grow the controller.
@@ -80,7 +82,7 @@ from archlab.search.samplers._sequential import SequentialSampler
 from archlab.search.samplers import _store
 from archlab.search.samplers._config import ReinforceConfig
 from archlab.search.samplers._controller import Controller, Decision
-from archlab.search.samplers._tokens import decision_key, index_of, tokens
+from archlab.search.samplers._tokens import decision_key, decisions, on_grid, tokens
 from archlab.search.samplers._tree import Node
 
 __all__ = ["ReinforceSampler", "ReinforceConfig"]
@@ -176,18 +178,14 @@ class ReinforceSampler(SequentialSampler):
             self._check(study, _store.first_origin(self._trials(study)))
 
     def _check(self, study: Study, origin: tuple[int, dict | None] | None) -> None:
-        if origin is None:
-            return
-        stored = origin[1]
-        if stored is None:
-            if not self._warned_legacy:
-                self._warned_legacy = True
-                _log.warning("study '%s' predates stored controller settings: its controller is "
-                             "continued with this worker's", study.study_name)
-            return
-        diff = None if stored == self._settings else _store.settings_mismatch(stored, self._settings)
-        if diff is not None:
-            raise ArchlabError(_store.settings_refusal(study.study_name, diff))
+        if origin is not None and origin[1] is None and not self._warned_legacy:
+            self._warned_legacy = True
+            _log.warning("study '%s' predates stored controller settings: its controller is "
+                         "continued with this worker's", study.study_name)
+        elif origin is not None and origin[1] is not None and origin[1] != self._settings:
+            diff = _store.settings_mismatch(origin[1], self._settings)
+            if diff is not None:
+                raise ArchlabError(_store.settings_refusal(study.study_name, diff))
 
     def log_prob(
         self, params: Mapping[str, Any], distributions: Mapping[str, BaseDistribution]
@@ -327,13 +325,7 @@ class ReinforceSampler(SequentialSampler):
 
     def _decisions(self, params: Mapping[str, Any],
                    distributions: Mapping[str, BaseDistribution]) -> list[Decision]:
-        out = []
-        for name, value in params.items():
-            dist = distributions[name]
-            values = tokens(dist, self._config)
-            if values is not None and len(values) > 1:
-                out.append((decision_key(name, dist), len(values), index_of(dist, values, value)))
-        return out
+        return decisions(params, distributions, self._config)
 
     def _advance(self, ro: _Rollout, h: torch.Tensor, c: torch.Tensor, key: str, n: int,
                  index: int) -> None:
@@ -354,24 +346,17 @@ class ReinforceSampler(SequentialSampler):
     def _remember(self, trial: FrozenTrial, record: _store.Record | None) -> None:
         """Add a finished trial's decision sequence to the tree that avoid_duplicates reads.
 
-        A trial with a parameter the controller cannot propose (left to the numeric
-        fallback, or a number off its grid, e.g. enqueued) is left out: the
+        A trial the controller could not have proposed (a parameter left to the
+        numeric fallback, or a number off its grid, e.g. enqueued) is left out: the
         controller's nearest candidate is another one.
         """
         self._in_tree.add(trial.number)
-        count = 0
-        for name, dist in trial.distributions.items():
-            values = tokens(dist, self._config)
-            if values is None:
-                return
-            if len(values) > 1:
-                count += 1
-                if values[index_of(dist, values, trial.params[name])] != trial.params[name]:
-                    return
-        decisions = (record.decisions if record is not None
-                     else self._decisions(trial.params, trial.distributions))
-        if decisions and len(decisions) == count:
-            self._tree.add(decisions)
+        if not on_grid(trial.params, trial.distributions, self._config):
+            return
+        seq = (record.decisions if record is not None
+               else self._decisions(trial.params, trial.distributions))
+        if seq and len(seq) == len(self._decisions(trial.params, trial.distributions)):
+            self._tree.add(seq)
 
     def _trials(self, study: Study) -> list[FrozenTrial]:
         bound = (study.study_name, study._study_id)
@@ -422,28 +407,15 @@ class ReinforceSampler(SequentialSampler):
 
     def _load(self, study: Study, seed: int) -> Controller:
         attrs = study._storage.get_study_system_attrs(study._study_id)
-        for meta, data in _store.read_snapshots(attrs, seed):
-            try:
-                ctl = Controller.from_bytes(data, self._config)
-            except (ValueError, RuntimeError, KeyError) as exc:
-                _log.warning("ignoring an unreadable controller snapshot: %s", exc)
-                continue
-            self._snapshot_gen = ctl.count // self._config.snapshot_every
-            return ctl
-        self._snapshot_gen = 0
-        return Controller(self._config, seed)
+        ctl = _store.load_controller(attrs, seed, self._config)
+        if ctl is None:
+            ctl = Controller(self._config, seed)
+        self._snapshot_gen = ctl.count // self._config.snapshot_every
+        return ctl
 
     def _maybe_snapshot(self, study: Study) -> None:
-        stable = self._stable
-        if stable is None or stable.count // self._config.snapshot_every <= self._snapshot_gen:
-            return
-        gen = stable.count // self._config.snapshot_every
-        self._snapshot_gen = gen
-        slot = gen % 2
-        meta = _store.snapshot_meta(study._storage.get_study_system_attrs(study._study_id), slot)
-        if meta and meta.get("seed") == stable.seed and meta.get("count", -1) >= stable.count:
-            return  # another worker got there first
-        _store.write_snapshot(
-            lambda k, v: study._storage.set_study_system_attr(study._study_id, k, v), slot,
-            stable.to_bytes(), {"seed": stable.seed, "count": stable.count, "upto": stable.upto},
-            self._config.chunk_chars)
+        stable, every = self._stable, self._config.snapshot_every
+        if stable is not None and stable.count // every > self._snapshot_gen:
+            self._snapshot_gen = stable.count // every
+            _store.snapshot(study._storage, study._study_id, stable, self._snapshot_gen % 2,
+                            self._config.chunk_chars)
