@@ -64,6 +64,9 @@ def test_one_candidate_is_l_and_more_candidates_are_greedier():
     # no observation: the uniform prior; tied choices share their group's mass evenly
     assert np.allclose(_acquisition.parzen(np.zeros(4), 1.0), 0.25)
     assert np.allclose(_acquisition.proposal(np.zeros(3), np.zeros(3)), 1 / 3)
+    # without a prior, l is 0 off the below trials' choices: those never win, nothing is NaN
+    p = _acquisition.proposal(np.array([1.0, 0, 0]), np.array([0.0, 3, 0]), prior_weight=0.0)
+    assert np.isfinite(p).all() and p.tolist() == [1.0, 0.0, 0.0]
 
 
 def test_the_controller_counts_every_choice_and_keeps_the_counts_in_its_snapshot():

@@ -47,14 +47,16 @@ def proposal(below: np.ndarray, above: np.ndarray, prior_weight: float = 1.0,
     Choices with equal ``l/g`` form one group that wins when a draw falls in it
     before any better-ranked one; within it the first draw decides, so the group's
     probability is split in proportion to ``l`` (Optuna's ``argmax`` takes the
-    first of tied candidates, and the draws are exchangeable). Sums to 1.
+    first of tied candidates, and the draws are exchangeable). A choice with
+    ``l = 0`` (``prior_weight=0``, never among the below trials) gets 0. Sums to 1.
     """
     lo, go = parzen(below, prior_weight), parzen(above, prior_weight)
-    score = np.log(lo) - np.log(go)
+    with np.errstate(divide="ignore", invalid="ignore"):  # prior_weight=0 leaves zeros
+        score = np.log(lo) - np.log(go)
     out = np.zeros_like(lo)
     left = 1.0  # l-mass of the choices not better ranked than the current group
-    for s in np.unique(score)[::-1]:
-        group = score == s
+    for s in np.unique(score[lo > 0])[::-1]:  # a choice l never draws cannot win
+        group = (score == s) & (lo > 0)
         mass = lo[group].sum()
         win = left**candidates - max(left - mass, 0.0) ** candidates
         out[group] = win * lo[group] / mass
