@@ -277,29 +277,32 @@ class Controller:
         self.rewards.append(reward)
         self.count += 1
 
+    def _queue_counts(self, queue: Sequence[Sequence[Decision]]) -> dict[DecisionKey, np.ndarray]:
+        """Per decision key, how often the queue takes each choice (checked against its head)."""
+        counts: dict[DecisionKey, np.ndarray] = {}
+        for seq in queue:
+            for key, n, index in seq:
+                self.ensure(key, n)
+                counts.setdefault(key, np.zeros(n))[index] += 1.0
+        return counts
+
     def _marginals(self, queue: Sequence[Sequence[Decision]]) -> dict[DecisionKey, torch.Tensor]:
         """Per decision key, the queue's smoothed distribution of its choices
         (``replay_prior`` pseudo-counts spread evenly; see ``replay_target``)."""
-        counts: dict[DecisionKey, torch.Tensor] = {}
-        for seq in queue:
-            for key, n, index in seq:
-                self.ensure(key, n)  # one choice count per key, checked against its head
-                counts.setdefault(key, torch.zeros(n))[index] += 1.0
         prior = self.config.replay_prior
-        return {key: (c + prior / c.numel()) / (c.sum() + prior) for key, c in counts.items()}
+        out = {}
+        for key, c in self._queue_counts(queue).items():
+            t = torch.from_numpy(c).float()
+            out[key] = (t + prior / t.numel()) / (t.sum() + prior)
+        return out
 
     def _proposals(self, queue: Sequence[Sequence[Decision]]) -> dict[DecisionKey, torch.Tensor]:
         """Per decision key, TPE's proposal distribution (``_acquisition.proposal``) with
         the queue as the below trials and every other record applied as the above ones."""
-        below: dict[DecisionKey, np.ndarray] = {}
-        for seq in queue:
-            for key, n, index in seq:
-                self.ensure(key, n)
-                below.setdefault(key, np.zeros(n))[index] += 1.0
         prior = self.config.replay_prior
         return {key: torch.from_numpy(_acquisition.proposal(
                     c, np.maximum(self.counts[key] - c, 0.0), prior, self.config.replay_candidates)).float()
-                for key, c in below.items()}
+                for key, c in self._queue_counts(queue).items()}
 
     def _enqueue(self, decisions: Sequence[Decision], reward: float) -> list[tuple[Decision, ...]]:
         """Put a trajectory into the replay queue; return the queue, best first.

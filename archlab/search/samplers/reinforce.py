@@ -353,9 +353,9 @@ class ReinforceSampler(SequentialSampler):
         self._in_tree.add(trial.number)
         if not on_grid(trial.params, trial.distributions, self._config):
             return
-        seq = (record.decisions if record is not None
-               else self._decisions(trial.params, trial.distributions))
-        if seq and len(seq) == len(self._decisions(trial.params, trial.distributions)):
+        mine = self._decisions(trial.params, trial.distributions)
+        seq = record.decisions if record is not None else mine
+        if seq and len(seq) == len(mine):
             self._tree.add(seq)
 
     def _trials(self, study: Study) -> list[FrozenTrial]:
