@@ -76,13 +76,13 @@ def test_user_errors_print_one_line_and_exit_2(args, message):
 def test_archlab_warnings_print_one_line_others_keep_their_origin(tmp_path, monkeypatch, capsys):
     import warnings
 
-    from archlab.search import worker_storage
+    from archlab.search import optuna_tables
 
     def unsupported():
         warnings.warn("a torch-side note", FutureWarning)  # stands for a third-party warning: shown as usual
         return "pretend"
 
-    monkeypatch.setattr(worker_storage, "_unsupported_optuna", unsupported)
+    monkeypatch.setattr(optuna_tables, "unsupported_optuna", unsupported)
     with pytest.warns(FutureWarning, match="a torch-side note") as passed_on:  # Python's own handler got it
         assert main(["search", "--space", "nasbench201", "--n-trials", "2", "--quiet",
                      "--storage", f"sqlite:///{tmp_path}/w.db", "--study", "w"]) == 0

@@ -108,11 +108,11 @@ def fail_if_running(engine, trial_id: int) -> bool:
     from optuna.storages._rdb import models
     from sqlalchemy import update
 
-    from archlab.search.worker_storage import _stored
+    from archlab.search.optuna_tables import stored
 
     tr = models.TrialModel.__table__
     stmt = (update(tr).where((tr.c.trial_id == trial_id) & (tr.c.state == TrialState.RUNNING))
-            .values(state=TrialState.FAIL, datetime_complete=_stored(models, "datetime_complete", datetime.now())))
+            .values(state=TrialState.FAIL, datetime_complete=stored(models, "datetime_complete", datetime.now())))
     with engine.begin() as conn:
         return conn.execute(stmt).rowcount == 1
 

@@ -82,8 +82,14 @@ def storage_failure(storage: Any, error: BaseException) -> StorageFailure:
     """One line naming ``storage`` (its URL, password hidden, or its file) and the cause of ``error``."""
     where = _describe(storage)
     cause = error
-    while getattr(cause, "orig", None) is not None or (cause.__cause__ is not None and not str(cause).strip()):
-        cause = getattr(cause, "orig", None) or cause.__cause__
+    while True:  # down to the driver's error: Optuna's wrapper only says "raised during the commit"
+        inner = getattr(cause, "orig", None)
+        if inner is None and cause.__cause__ is not None and (
+                not str(cause).strip() or isinstance(cause, optuna.exceptions.StorageInternalError)):
+            inner = cause.__cause__
+        if inner is None:
+            break
+        cause = inner
     text = " ".join(str(cause).split()) or type(cause).__name__
     # SQLAlchemy appends the statement and a link; the driver's message comes first
     text = text.split(" [SQL: ")[0].split(" (Background on this error")[0]
@@ -99,6 +105,9 @@ def _hint(text: str) -> str:
         return "; free disk space and run the command again (finished trials are kept)"
     if "malformed" in low or "not a database" in low or "corrupt" in low or "invalid log format" in low:
         return "; the file is damaged: restore it from a copy or start a new study in another file"
+    if "database is locked" in low or "database is busy" in low:
+        return ("; another process held the SQLite file's write lock too long: run the command again "
+                "(finished trials are kept), and put many workers on PostgreSQL")
     return ""
 
 
@@ -195,6 +204,8 @@ def open_storage(
             raise ArchlabError(f"SQLite file {sqlite!r} does not exist (storage {shown}); run `archlab search` first")
         if not Path(sqlite).parent.is_dir():
             raise ArchlabError(f"cannot open storage {shown}: folder {str(Path(sqlite).parent)!r} does not exist")
+    if sqlite is not None:
+        _wal_before_use(sqlite)
     engine_kwargs: dict = {}
     if url.startswith("sqlite"):
         # Several processes share one file: wait for the write lock instead of failing after 5 s.
@@ -248,8 +259,48 @@ def _check_heartbeat(heartbeat_interval: int | None, grace_period: int | None) -
             f"the grace period ({grace_period} s) must be longer than the heartbeat interval ({heartbeat_interval} s)")
 
 
+def _wal_before_use(path: str, wait_s: float = 120.0) -> None:
+    """Put the SQLite file ``path`` (created when missing) in write-ahead-log mode
+    before Optuna's storage first connects to it (see :func:`_fast_sqlite` for why WAL).
+
+    WAL is stored in the file: set once, it holds for every later connection.
+    Setting it per connection, as archlab did before, failed: on a file still in
+    rollback-journal mode (a new one) SQLite answers ``PRAGMA journal_mode=WAL``
+    "database is locked" at once, without waiting out the busy timeout, while
+    another connection is mid-write; so workers started together on a new study
+    file could exit 2 with it (seen in 2 of 300 starts of four workers under
+    load, and once in CI's chaos test; ``tests/test_search_storage.py`` makes
+    the case deterministic). Here a busy
+    file is tried again every 10-100 ms, up to ``wait_s``. A file that cannot be
+    WAL (SQLite returns its old mode) is left as it is, and any other error to the
+    storage's own connection, which reports it in one line.
+    """
+    import random
+    import sqlite3
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn = sqlite3.connect(path, timeout=wait_s)
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            finally:
+                conn.close()
+        except sqlite3.OperationalError as e:
+            text = str(e).lower()
+            if "locked" not in text and "busy" not in text:
+                return
+            mode = "busy"
+        except sqlite3.Error:
+            return
+        if mode != "busy" or time.monotonic() > deadline:  # a file that cannot be WAL stays as it is
+            return
+        time.sleep(random.uniform(0.01, 0.1))
+
+
 def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
-    """Write-ahead log and ``synchronous=NORMAL`` on every connection to the file.
+    """``synchronous=NORMAL`` on every connection to the file, which
+    :func:`_wal_before_use` has put in write-ahead-log mode.
 
     A search trial commits three times (:class:`~archlab.search.worker_storage.WorkerStorage`: create, params and
     attrs, end state), and Optuna's own calls commit once per param and attr;
@@ -263,8 +314,7 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
 
     def on_connect(dbapi_conn, _record) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # not journal_mode: see _wal_before_use
         cur.close()
 
     event.listen(storage.engine, "connect", on_connect)

@@ -29,6 +29,17 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from archlab.search.heartbeat import start_beating, stop_beating
+from archlab.search import optuna_tables as tables
+
+
+def _to_backend(name: str):
+    """A :class:`WorkerStorage` method that calls the backend's ``name`` with its arguments."""
+    def method(self, *args, **kwargs):
+        return getattr(self._backend, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"The backend's ``{name}``."
+    return method
 
 
 class WorkerStorage(BaseStorage, BaseHeartbeat):
@@ -88,7 +99,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         # A finished trial this worker wrote is not read back where the database returns
         # exactly what was written (MySQL's DATETIME drops the microseconds).
         self._exact = dialect in ("sqlite", "postgresql")
-        self._sql = _Statements(models, lock_study=dialect != "sqlite")
+        self._sql = tables.Statements(models, lock_study=dialect != "sqlite")
 
     # ------------------------------------------------------------ pass-through
     def __getattr__(self, name: str) -> Any:  # engine, url, scoped_session, ... of the backend
@@ -101,8 +112,23 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         """The wrapped :class:`~optuna.storages.RDBStorage`."""
         return self._backend
 
-    def create_new_study(self, directions, study_name=None) -> int:
-        return self._backend.create_new_study(directions, study_name)
+    # study-level calls and heartbeats go to the backend as they are
+    create_new_study = _to_backend("create_new_study")
+    set_study_user_attr = _to_backend("set_study_user_attr")
+    set_study_system_attr = _to_backend("set_study_system_attr")
+    get_study_id_from_name = _to_backend("get_study_id_from_name")
+    get_study_user_attrs = _to_backend("get_study_user_attrs")
+    get_study_system_attrs = _to_backend("get_study_system_attrs")
+    get_all_studies = _to_backend("get_all_studies")
+    get_best_trial = _to_backend("get_best_trial")
+    remove_session = _to_backend("remove_session")
+    record_heartbeat = _to_backend("record_heartbeat")
+    _get_stale_trial_ids = _to_backend("_get_stale_trial_ids")
+    get_heartbeat_interval = _to_backend("get_heartbeat_interval")
+    if hasattr(BaseHeartbeat, "get_heartbeat_stale_trial_callback"):
+        get_heartbeat_stale_trial_callback = _to_backend("get_heartbeat_stale_trial_callback")
+    else:  # Optuna < 4.9: the older name
+        get_failed_trial_callback = _to_backend("get_failed_trial_callback")
 
     def delete_study(self, study_id: int) -> None:
         self._backend.delete_study(study_id)
@@ -116,15 +142,6 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
                 self._pending.pop(trial_id, None)
                 self._stamped.discard(trial_id)
 
-    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_user_attr(study_id, key, value)
-
-    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
-        self._backend.set_study_system_attr(study_id, key, value)
-
-    def get_study_id_from_name(self, study_name: str) -> int:
-        return self._backend.get_study_id_from_name(study_name)
-
     def get_study_name_from_id(self, study_id: int) -> str:
         if study_id not in self._names:
             self._names[study_id] = self._backend.get_study_name_from_id(study_id)
@@ -135,21 +152,6 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             self._directions[study_id] = self._backend.get_study_directions(study_id)
         return list(self._directions[study_id])
 
-    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._backend.get_study_user_attrs(study_id)
-
-    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self._backend.get_study_system_attrs(study_id)
-
-    def get_all_studies(self) -> list:
-        return self._backend.get_all_studies()
-
-    def remove_session(self) -> None:
-        self._backend.remove_session()
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._backend.record_heartbeat(trial_id)
-
     def stamped_at_creation(self, trial_id: int) -> bool:
         """Whether owned trial ``trial_id`` got its first heartbeat when it was created
         (true once: the caller stamps it from then on)."""
@@ -158,23 +160,6 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
                 self._stamped.discard(trial_id)
                 return True
             return False
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return self._backend._get_stale_trial_ids(study_id)
-
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self._backend.get_heartbeat_interval()
-
-    def get_heartbeat_stale_trial_callback(self):
-        return self._backend.get_heartbeat_stale_trial_callback()
-
-    if not hasattr(BaseHeartbeat, "get_heartbeat_stale_trial_callback"):  # Optuna < 4.9: the older name
-        def get_failed_trial_callback(self):
-            return self._backend.get_failed_trial_callback()
-
-    def get_best_trial(self, study_id: int) -> FrozenTrial:
-        return self._backend.get_best_trial(study_id)
 
     # ------------------------------------------------------------ trial writes
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
@@ -194,7 +179,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
         sql, m = self._sql, self._models
-        stored_start = _stored(m, "datetime_start", datetime.now())
+        stored_start = tables.stored(m, "datetime_start", datetime.now())
         for attempt in range(1, 6):
             try:
                 with self._backend.engine.begin() as conn:
@@ -216,7 +201,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             except SQLAlchemyError as e:
                 raise optuna.exceptions.StorageInternalError(f"creating a trial failed: {e}") from e
         return FrozenTrial(number=number, state=TrialState.RUNNING, value=None,
-                           datetime_start=_loaded(m, "datetime_start", stored_start), datetime_complete=None,
+                           datetime_start=tables.loaded(m, "datetime_start", stored_start), datetime_complete=None,
                            params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
                            trial_id=trial_id)
 
@@ -331,7 +316,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             with self._backend.engine.begin() as conn:
                 started = conn.execute(sql.start_waiting, {
                     "tid": trial_id, "waiting": TrialState.WAITING, "new_state": TrialState.RUNNING,
-                    "start": _stored(m, "datetime_start", datetime.now())}).rowcount == 1
+                    "start": tables.stored(m, "datetime_start", datetime.now())}).rowcount == 1
                 if started:
                     conn.execute(sql.delete_heartbeat, {"tid": trial_id})
                     conn.execute(sql.insert_heartbeat, {"tid": trial_id})
@@ -361,7 +346,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         values = None if values is None else [float(v) for v in values]
         check = {"tid": trial_id, "running": TrialState.RUNNING}
         if state is not None:
-            stored_complete = _stored(m, "datetime_complete", datetime.now())
+            stored_complete = tables.stored(m, "datetime_complete", datetime.now())
             change, params = sql.finish, {**check, "new_state": state, "complete": stored_complete}
         else:
             change, params = sql.touch, {**check, "new_state": TrialState.RUNNING}
@@ -403,7 +388,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         pending.written()
         if state is not None:
             frozen.state, frozen.values = state, values
-            frozen.datetime_complete = _loaded(m, "datetime_complete", stored_complete)
+            frozen.datetime_complete = tables.loaded(m, "datetime_complete", stored_complete)
             study_id = self._trial_study[trial_id]
             del self._owned[trial_id], self._pending[trial_id]
             self._stamped.discard(trial_id)
@@ -525,67 +510,6 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         return self._backend.get_trial_id_from_study_id_trial_number(study_id, trial_number)
 
 
-class _Statements:
-    """The SQL of a :class:`WorkerStorage`: SQLAlchemy Core over Optuna's tables, built
-    once (executing a built statement skips most of SQLAlchemy's per-call work)."""
-
-    def __init__(self, models, *, lock_study: bool) -> None:
-        from sqlalchemy import bindparam as p, delete, func, or_, select, update
-
-        tr, st, tp = models.TrialModel.__table__, models.StudyModel.__table__, models.TrialParamModel.__table__
-        ua, sa = models.TrialUserAttributeModel.__table__, models.TrialSystemAttributeModel.__table__
-        vt, hb = models.TrialValueModel.__table__, models.TrialHeartbeatModel.__table__
-        self.find_study = select(st.c.study_id).where(st.c.study_id == p("sid"))
-        if lock_study:
-            self.find_study = self.find_study.with_for_update()
-        self.insert_trial = tr.insert().values(study_id=p("sid"), number=None, state=p("state"),
-                                               datetime_start=p("start"))
-        self.count_before = select(func.count(tr.c.trial_id)).where(tr.c.study_id == p("sid"), tr.c.trial_id < p("tid"))
-        self.set_number = update(tr).where(tr.c.trial_id == p("tid")).values(number=p("number"))
-        self.insert_heartbeat = hb.insert().values(trial_id=p("tid"), heartbeat=func.current_timestamp())
-        self.delete_heartbeat = delete(hb).where(hb.c.trial_id == p("tid"))
-        self.start_waiting = (update(tr).where((tr.c.trial_id == p("tid")) & (tr.c.state == p("waiting")))
-                              .values(state=p("new_state"), datetime_start=p("start")))
-        running = (tr.c.trial_id == p("tid")) & (tr.c.state == p("running"))
-        self.touch = update(tr).where(running).values(state=p("new_state"))
-        self.finish = update(tr).where(running).values(state=p("new_state"), datetime_complete=p("complete"))
-        self.insert_param = tp.insert()
-        self.insert_user_attr, self.insert_system_attr = ua.insert(), sa.insert()
-        self.delete_user_attrs = delete(ua).where(ua.c.trial_id == p("tid"), ua.c.key.in_(p("keys", expanding=True)))
-        self.delete_system_attrs = delete(sa).where(sa.c.trial_id == p("tid"), sa.c.key.in_(p("keys", expanding=True)))
-        self.insert_value = vt.insert()
-        self.delete_values = delete(vt).where(vt.c.trial_id == p("tid"))
-        ids = select(tr.c.trial_id)
-        self.ids_after = ids.where(tr.c.study_id == p("sid"), tr.c.trial_id > p("last"))
-        self.ids_after_or_in = ids.where(tr.c.study_id == p("sid"), or_(tr.c.trial_id > p("last"),
-                                                                        tr.c.trial_id.in_(p("ids", expanding=True))))
-        self.ids_from = ids.where(tr.c.study_id == p("sid"), or_(tr.c.trial_id > p("last"), tr.c.trial_id >= p("low")))
-        self.param_distribution = (select(tp.c.distribution_json).join(tr, tp.c.trial_id == tr.c.trial_id)
-                                   .where(tr.c.study_id == p("sid"), tp.c.param_name == p("name")).limit(1))
-        self.study_of_trial = select(tr.c.study_id).where(tr.c.trial_id == p("tid"))
-
-
-def _key(models, name: str) -> str:
-    """The ORM attribute of ``TrialModel`` mapped to column ``name`` (Optuna 5 keeps the
-    trial datetimes in ``_<name>_utc`` behind a local-time property; Optuna 4 in ``name``)."""
-    column = models.TrialModel.__table__.c[name]
-    return models.TrialModel.__mapper__.get_property_by_column(column).key
-
-
-def _stored(models, name: str, value: datetime) -> datetime:
-    """What Optuna stores in column ``name`` of ``trials`` when a trial's ``name`` is set to ``value``."""
-    t = models.TrialModel()
-    setattr(t, name, value)
-    return getattr(t, _key(models, name))
-
-
-def _loaded(models, name: str, stored: datetime) -> datetime:
-    """What Optuna gives back for a trial's ``name`` when its column holds ``stored``."""
-    t = models.TrialModel()
-    setattr(t, _key(models, name), stored)
-    return getattr(t, name)
-
-
 def _copy(t: FrozenTrial) -> FrozenTrial:
     c = copy.copy(t)
     c._params, c._distributions = dict(t._params), dict(t._distributions)
@@ -645,35 +569,10 @@ def worker_storage(storage: Any) -> Any:
     backend = storage._backend if cached and isinstance(storage, cached) else storage
     if not isinstance(backend, optuna.storages.RDBStorage):
         return storage
-    missing = _unsupported_optuna()
+    missing = tables.unsupported_optuna()
     if missing:  # a correct search still runs on Optuna's own storage, only with more database round trips
         warnings.warn(f"the batched worker storage does not support Optuna {optuna.__version__} "
                       f"({missing}); using Optuna's own storage (slower per trial). Tested: Optuna 4.3 to 5.0.",
                       RuntimeWarning, stacklevel=2)
         return storage
     return WorkerStorage(backend)
-
-
-def _unsupported_optuna() -> str:
-    """What of Optuna's internals :class:`WorkerStorage` relies on is missing or
-    changed in the installed Optuna ("" when nothing is)."""
-    import inspect
-
-    try:
-        from optuna.storages._rdb import models
-    except ImportError:
-        return "no optuna.storages._rdb.models"
-    rdb = optuna.storages.RDBStorage
-    needs = {"models": [m for m in ("StudyModel", "TrialModel", "TrialParamModel", "TrialValueModel",
-                                    "TrialUserAttributeModel", "TrialSystemAttributeModel",
-                                    "TrialHeartbeatModel") if not hasattr(models, m)],
-             "RDBStorage": [m for m in ("_get_trials", "_get_stale_trial_ids") if not hasattr(rdb, m)],
-             "optuna.exceptions": [] if hasattr(optuna.exceptions, "UpdateFinishedTrialError")
-             else ["UpdateFinishedTrialError"]}
-    gone = "; ".join(f"{where} lacks {', '.join(names)}" for where, names in needs.items() if names)
-    if gone:
-        return gone
-    params = list(inspect.signature(rdb._get_trials).parameters)
-    if params != ["self", "study_id", "states", "included_trial_ids", "trial_id_greater_than"]:
-        return f"RDBStorage._get_trials takes {params[1:]}"
-    return ""
