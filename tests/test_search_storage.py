@@ -335,3 +335,12 @@ def test_a_worker_connecting_while_another_writes_waits_instead_of_failing(tmp_p
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_a_uri_filename_url_is_not_taken_for_a_path(tmp_path, monkeypatch):
+    # sqlite:///file:NAME?uri=true names NAME through SQLite's URI syntax: no file "file:NAME" appears
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("sqlite:///file:u.db?uri=true", heartbeat_interval=None)
+    optuna.create_study(storage=storage, study_name="u")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("file:")) == []
+    assert (tmp_path / "u.db").is_file()

@@ -270,10 +270,10 @@ def _wal_before_use(path: str, wait_s: float = 120.0) -> None:
     another connection is mid-write; so workers started together on a new study
     file could exit 2 with it (seen in 2 of 300 starts of four workers under
     load, and once in CI's chaos test; ``tests/test_search_storage.py`` makes
-    the case deterministic). Here a busy
-    file is tried again every 10-100 ms, up to ``wait_s``. A file that cannot be
-    WAL (SQLite returns its old mode) is left as it is, and any other error to the
-    storage's own connection, which reports it in one line.
+    the case deterministic). Here a busy file is tried again every 10-100 ms, up
+    to ``wait_s``. A file that cannot be WAL (SQLite returns its old mode) is left
+    as it is, and any other error to the storage's own connection, which reports
+    it in one line.
     """
     import random
     import sqlite3
