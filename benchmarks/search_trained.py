@@ -6,12 +6,14 @@ space with the search's default training budget (``archlab search --space seg
 again with ``--factor`` times the epochs (the "re-evaluated" reward). Prints,
 per sampler and pruner, over the seeds: the best brief reward, the best
 re-evaluated reward (mean +- std) and the training time the study took
-(the sum of its trials' evaluation seconds). Targets (issue 11): reinforce and
+(the sum of its trials' evaluation seconds), and the one-sided Mann-Whitney p
+that a row's seeds beat unpruned random's. Targets (issue 11): reinforce and
 tpe above random; a pruned study needs <= 50 % of the unpruned one's training
 time with a best reward within noise of it.
 
     python benchmarks/search_trained.py --device cuda --workers 12 --out runs/search_trained.json
     python benchmarks/search_trained.py --samplers random,tpe --seeds 1 --trials 6   # a smoke run
+    python benchmarks/search_trained.py --table benchmarks/results/search_trained_h100.json
 """
 from __future__ import annotations
 
@@ -68,13 +70,19 @@ def main() -> None:
     p.add_argument("--factor", type=int, default=10)
     p.add_argument("--data", default=None, help="data spec (default: the search's)")
     p.add_argument("--epochs", type=int, default=TrainBudget().epochs, help="the brief budget (default: the search's)")
+    p.add_argument("--batch-size", type=int, default=TrainBudget().batch_size, help="(default: the search's)")
     p.add_argument("--horizon", type=float, default=1.0, help="the studies' schedule horizon (re-training: 1)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--table", metavar="JSON", help="only print the table of an earlier run's --out file")
     args = p.parse_args()
+    if args.table:
+        print(table_of(args.table))
+        return
 
-    js = budget_json(TrainBudget(data=args.data, epochs=args.epochs, device=args.device, horizon=args.horizon))
+    js = budget_json(TrainBudget(data=args.data, epochs=args.epochs, batch_size=args.batch_size, device=args.device,
+                                 horizon=args.horizon))
     runs = [(s, "none") for s in args.samplers.split(",")] + \
         [(s, args.pruned_by) for s in args.pruned.split(",") if s]
     jobs = [(s, pr, seed) for seed in range(args.first_seed, args.first_seed + args.seeds)
@@ -105,14 +113,34 @@ def table(out: list[dict]) -> str:
             return "-"
         return f"{statistics.mean(xs):.4f} +- {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"
 
-    lines = [f"{'sampler':>10} {'pruner':>9} {'seeds':>5} {'best brief reward':>20} {'best re-trained (10x)':>22} "
-             f"{'training s':>18}"]
+    def above_random(rs, key):
+        """One-sided Mann-Whitney p that this row's values exceed unpruned random's."""
+        base = [pick(r, key) for r in out if r["sampler"] == "random" and r["pruner"] == "none"]
+        mine = [pick(r, key) for r in rs]
+        if rs[0]["sampler"] == "random" and rs[0]["pruner"] == "none" or len(base) < 2 or len(mine) < 2:
+            return "-"
+        from scipy.stats import mannwhitneyu
+
+        return f"{mannwhitneyu(mine, base, alternative='greater').pvalue:.3f}"
+
+    def pick(r, key):
+        return r["best"][key]
+
+    lines = [f"{'sampler':>10} {'pruner':>9} {'seeds':>5} {'best brief reward':>20} {'p>random':>8} "
+             f"{'best re-trained (10x)':>22} {'p>random':>8} {'training s':>18}"]
     keys = sorted({(r["sampler"], r["pruner"]) for r in out}, key=lambda k: (k[1] != "none", k[0]))
     for s, pr in keys:
         rs = [r for r in out if r["sampler"] == s and r["pruner"] == pr]
-        lines.append(f"{s:>10} {pr:>9} {len(rs):>5} {ms([r['best']['reward'] for r in rs]):>20} "
-                     f"{ms([r['best']['long'] for r in rs]):>22} {ms([r['train_s'] for r in rs]):>18}")
+        lines.append(f"{s:>10} {pr:>9} {len(rs):>5} {ms([pick(r, 'reward') for r in rs]):>20} "
+                     f"{above_random(rs, 'reward'):>8} {ms([pick(r, 'long') for r in rs]):>22} "
+                     f"{above_random(rs, 'long'):>8} {ms([r['train_s'] for r in rs]):>18}")
     return "\n".join(lines)
+
+
+def table_of(path: str) -> str:
+    """The table of a results JSON written with ``--out``."""
+    with open(path) as fh:
+        return table(json.load(fh)["runs"])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from archlab.cli.main import main
 from archlab.search.engine import SearchConfig, Worker
 from archlab.search.heartbeat import JOURNAL_BEAT_KEY, JournalHeartbeatStorage, fail_stale_trials
-from archlab.search.storage import StorageFailure, open_storage
+from archlab.search.storage import open_storage
 from archlab.search.worker_storage import WorkerStorage, worker_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

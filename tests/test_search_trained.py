@@ -441,3 +441,27 @@ def test_a_study_made_before_a_setting_existed_takes_its_default():
     check_same_training(S, TrainBudget().record())
     with pytest.raises(ArchlabError, match="horizon=1.0, but this worker asks horizon=10"):
         check_same_training(S, TrainBudget(horizon=10).record())
+
+
+def test_a_study_made_before_horizon_was_stored_keeps_1_when_the_default_changes(monkeypatch):
+    """Changing TrainBudget's default horizon must not let a worker with the new default
+    join a study that never stored one (it was trained at horizon 1)."""
+    import dataclasses
+
+    import archlab.search.trained as trained
+
+    @dataclasses.dataclass
+    class NewDefault(TrainBudget):
+        horizon: float = 10.0
+
+    monkeypatch.setattr(trained, "TrainBudget", NewDefault)
+
+    class S:
+        study_name = "old"
+        user_attrs = {"training": {k: v for k, v in TrainBudget().record().items() if k != "horizon"}}
+
+    with pytest.raises(ArchlabError, match="horizon=1.0, but this worker asks horizon=10.0"):
+        check_same_training(S, NewDefault().record())
+    check_same_training(S, NewDefault(horizon=1.0).record())
+    S.user_attrs = {"training": NewDefault().record()}  # a new study stores its horizon
+    check_same_training(S, NewDefault().record())

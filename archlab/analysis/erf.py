@@ -179,7 +179,6 @@ def effective_receptive_field(
         ArchlabError: an unknown node, weights that do not fit, or a unit that does
             not depend on the input.
     """
-    import numpy as np
     import torch
 
     from archlab.analysis.rf_oracle import ancestors_graph

@@ -75,7 +75,7 @@ from archlab.graph.plan import per_sig, plan
 from archlab.ops.base import MemoryRule
 
 if TYPE_CHECKING:  # pragma: no cover
-    from archlab.graph import Graph, Node
+    from archlab.graph import Graph
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "bool": 1}
 _DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}

@@ -96,15 +96,19 @@ def sampler_key(name: str) -> str:
 
 
 def differing_settings(stored: Mapping[str, Any], mine: Mapping[str, Any],
-                       defaults: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+                       defaults: Mapping[str, Any],
+                       before_stored: Mapping[str, Any] | None = None) -> list[tuple[str, Any, Any]]:
     """``(key, stored value, this worker's value)`` for each setting that differs, by key.
 
     A setting missing from either side (added to archlab after the study was made)
-    counts as that field's value in ``defaults``.
+    counts as that field's value in ``before_stored`` when it is there (what every
+    study made before the setting was stored ran with, which stays true when the
+    default later changes), else as its value in ``defaults``.
     """
+    before = {**defaults, **(before_stored or {})}
     out = []
     for key in sorted(set(stored) | set(mine)):
-        have, want = stored.get(key, defaults.get(key)), mine.get(key, defaults.get(key))
+        have, want = stored.get(key, before.get(key)), mine.get(key, defaults.get(key))
         if have != want:
             out.append((key, have, want))
     return out

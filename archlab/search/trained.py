@@ -49,6 +49,10 @@ DEFAULT_PENALTY_WEIGHT = -0.07  # MnasNet (Tan et al. 2019, §3): alpha = beta =
 
 # Budget fields that do not change a reward, so workers may differ in them.
 _PER_WORKER = ("device", "trial_timeout", "save_weights", "keep")
+# What a study made before archlab stored a setting was trained with: it reads as
+# this, not as today's default, so changing a default never lets a worker with the
+# new one join an old study (``horizon`` was added on 2026-11-27 with 1.0).
+BEFORE_STORED = {"horizon": 1.0}
 # How the CLI spells each recorded field (for the refusal's fix).
 FLAGS = {"data": "--data", "input": "--input", "epochs": "--epochs", "steps": "--steps",
          "batch_size": "--batch-size", "lr": "--lr", "seed": "--train-seed", "pruner": "--pruner", "horizon": "--horizon",
@@ -155,8 +159,7 @@ def check_same_training(study, budget_record: dict) -> None:
                            "pick another --study name")
     from archlab.search.checks import differing_settings
 
-    # a setting added after the study was made has its default there
-    diffs = differing_settings(stored, budget_record, TrainBudget().record())
+    diffs = differing_settings(stored, budget_record, TrainBudget().record(), BEFORE_STORED)
     if diffs:
         key, have, want = diffs[0]
         raise ArchlabError(f"study '{study.study_name}' trains its candidates with {key}={_show(have)}, but this "

@@ -168,7 +168,6 @@ def compare_with_torchvision(name: str, *, input_shape: tuple[int, int, int] | N
         input_shape: (C, H, W); defaults to the model's canonical input.
         cfg: model options shared by both builders (``num_classes``).
     """
-    import torch
 
     from archlab.zoo import get_model, model_info
 

@@ -84,7 +84,7 @@ def compare_counts(graph, *, reference: Any = None, torchvision_name: str | None
     module = reference if reference is not None else to_module(graph)
     ref_name = "reference module" if reference is not None else "archlab's compiled module"
     fc = flop_counter_macs(module, shape, meta=False)
-    cmp.rows.append(CountRow(f"torch FlopCounterMode / 2", None, fc, f"on {ref_name}"))
+    cmp.rows.append(CountRow("torch FlopCounterMode / 2", None, fc, f"on {ref_name}"))
     cmp.checks.append((f"FlopCounterMode / 2 == archlab 'torchvision' ({fc:,})", fc == mine["torchvision"]))
     fv, skipped = fvcore_macs(module, shape)
     skipped_text = ", ".join(f"{k.replace('aten::', '')} x{v}" for k, v in sorted(skipped.items()))

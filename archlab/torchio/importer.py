@@ -37,7 +37,7 @@ from archlab.torchio.import_errors import import_error
 from archlab.torchio.import_rules import (
     ALIAS, TUPLE, Mapped, Site, Unmapped, find_rule, short_target, target_name,
 )
-from archlab.torchio.import_shifted import BROADCASTING, RESHAPES, ShiftedRules, _name_of
+from archlab.torchio.import_shifted import BROADCASTING, ShiftedRules
 from archlab.torchio.import_values import ParameterAndPermuteRules
 from archlab.torchio.trace import BATCH, depends
 from archlab.torchio.trace_import import import_trace as _trace
