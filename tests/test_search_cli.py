@@ -28,6 +28,14 @@ def _one_line(capsys) -> str:
     (["--n-trials", "0"], "argument --n-trials: must be an integer >= 1, got '0'"),
     (["--train-seed", "-1"], "argument --train-seed: must be an integer in [0, 4,294,967,295], got '-1'"),
     (["--heartbeat-interval", "2", "--grace-period", "1"], "must be longer than the heartbeat interval"),
+    (["--sampler-option", "lr"], "argument --sampler-option: write KEY=VALUE (e.g. lr=0.01), got 'lr'"),
+    (["--sampler", "random", "--sampler-option", "lr=1"], "sampler 'random' takes no option 'lr'"),
+    (["--sampler-option", "n_startup_trial=3"], "takes no option 'n_startup_trial'; did you mean 'n_startup_trials'?"),
+    (["--sampler-option", "n_startup_trials=abc"], "option n_startup_trials='abc' must be int (default 10)"),
+    (["--sampler-option", "gamma=3"], "option gamma=3 must be a Python object"),
+    (["--sampler", "reinforce", "--sampler-option", "lr=-1"], "sampler 'reinforce': hidden_size, lr and temperature must be positive"),
+    (["--sampler", "reinforce", "--sampler-option", "avoid_duplicates=1"], "avoid_duplicates=1 must be bool"),
+    (["--sampler-option", "n_startup_trials=3", "--sampler-option", "n-startup-trials=4"], "n_startup_trials is given twice (3 and 4)"),
 ])
 def test_bad_search_arguments_are_one_line(tmp_path, monkeypatch, capsys, args, expect):
     monkeypatch.chdir(tmp_path)
@@ -47,6 +55,31 @@ def test_resuming_with_another_sampler_is_refused_unless_asked(tmp_path, monkeyp
     assert len(optuna.load_study(study_name="r", storage="sqlite:///s.db").trials) == 2  # nothing ran
     assert main(base + ["--sampler", "tpe", "--n-trials", "4", "--switch-sampler"]) == 0
     assert "4/4 finished" in capsys.readouterr().out
+
+
+def test_sampler_options_reach_the_sampler_and_a_reinforce_study_keeps_its_own(tmp_path, monkeypatch, capsys):
+    from archlab.search.samplers import ReinforceSampler
+
+    made = []
+    real_init = ReinforceSampler.__init__
+
+    def spy(self, *a, **kw):
+        real_init(self, *a, **kw)
+        made.append(self.config)
+
+    monkeypatch.setattr(ReinforceSampler, "__init__", spy)
+    monkeypatch.chdir(tmp_path)
+    base = ["search", "--space", "nasbench201", "--storage", "sqlite:///s.db", "--study", "r", "--quiet",
+            "--sampler", "reinforce"]
+    assert main(base + ["--n-trials", "3", "--sampler-option", "lr=0.01", "--sampler-option", "avoid-duplicates=false",
+                        "--sampler-option", "failure_reward=none"]) == 0
+    assert made[-1].lr == 0.01 and made[-1].avoid_duplicates is False and made[-1].failure_reward is None
+    capsys.readouterr()
+    assert main(base + ["--n-trials", "5", "--sampler-option", "lr=0.02"]) == 2  # another controller: refused
+    err = _one_line(capsys)
+    assert "lr=0.01 (this worker: 0.02)" in err and "--sampler-option KEY=VALUE" in err
+    assert main(base + ["--n-trials", "5", "--sampler-option", "lr=1e-2", "--sampler-option", "avoid_duplicates=False"]) == 0
+    assert "5/5 finished" in capsys.readouterr().out
 
 
 def test_best_to_an_unwritable_path_is_one_line(tmp_path, monkeypatch, capsys):

@@ -119,6 +119,26 @@ def input_shape(text: str) -> tuple[int, ...]:
 input_shape.__name__ = "shape"
 
 
+def option_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(KEY, VALUE)``, VALUE read as an int, a float, ``true`` /
+    ``false``, ``none`` or else the text itself (``--sampler-option lr=0.01``).
+    Whether the sampler takes KEY with such a value is checked where it is built."""
+    key, eq, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    if not eq or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"write KEY=VALUE (e.g. lr=0.01), got {_echo(text)}")
+    v = value.strip()
+    words = {"true": True, "false": False, "none": None, "null": None}
+    if v.lower() in words:
+        return key, words[v.lower()]
+    for kind in (int, float):
+        try:
+            return key, kind(v.replace("_", ""))
+        except ValueError:
+            pass
+    return key, v
+
+
 def output_path(text: str) -> str:
     """A file to write (``-``: stdout), checked *before* any work is done: its
     folder must exist and be writable and the path must not be a folder."""

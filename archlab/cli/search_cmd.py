@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from archlab.cli.args import positive_float, positive_int, seed
+from archlab.cli.args import option_value, positive_float, positive_int, seed
 from archlab.cli.study_cmd import STORAGE_HELP as _STORAGE_HELP
 
 
@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
                        "trials; start the same command on several processes or machines to share the study.")
     s.add_argument("--space", required=True, help="registered space (e.g. nasbench201) or path/to/space.py")
     s.add_argument("--sampler", default="tpe", help="reinforce | tpe | random | nsga2 | evolution (default tpe)")
+    s.add_argument("--sampler-option", type=option_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor option of the sampler, repeatable (e.g. lr=0.01 for reinforce, "
+                        "n_startup_trials=5 for tpe); an unknown KEY or a VALUE of the wrong type is refused")
     s.add_argument("--switch-sampler", action="store_true",
                    help="resume a study made with another sampler with this one (refused otherwise)")
     s.add_argument("--n-trials", type=positive_int, default=100, help="finished trials the study holds at the end (default 100)")
@@ -68,12 +71,18 @@ def _progress_printer(stream):
 
 def _config(args: argparse.Namespace, budget, device: str | None = None):
     """The :class:`~archlab.search.engine.SearchConfig` of the options (``device`` overrides --device)."""
+    from archlab.errors import ArchlabError
     from archlab.search.constraints import Constraints
     from archlab.search.engine import SearchConfig
 
     if budget is not None and device is not None:
         budget.device = device
-    return SearchConfig(
+    options: dict = {}
+    for key, value in args.sampler_option:
+        if key in options:
+            raise ArchlabError(f"--sampler-option {key} is given twice ({options[key]!r} and {value!r}); give it once")
+        options[key] = value
+    return SearchConfig(sampler_options=options,
         space=args.space, sampler=args.sampler, n_trials=args.n_trials, timeout=args.timeout,
         storage=args.storage, study=args.study, seed=args.seed,
         constraints=Constraints(args.max_params, args.max_macs, args.max_memory),

@@ -37,11 +37,42 @@ _FACTORIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
 SAMPLER_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 
 
-def _accepted_options(name: str) -> set[str]:
+def _accepted_options(name: str) -> dict[str, tuple[Any, str]]:
+    """Option name -> (its default, its annotation as text) of sampler ``name``."""
     if name == "reinforce":
-        return {f.name for f in dataclasses.fields(ReinforceConfig)} | {"config"}
+        return {f.name: (f.default, str(f.type)) for f in dataclasses.fields(ReinforceConfig)} | {"config": (None, "")}
     params = inspect.signature(_FACTORIES[name]).parameters
-    return {p for p, v in params.items() if v.kind is not v.VAR_KEYWORD} - {"seed"}
+    return {p: (v.default, str(v.annotation)) for p, v in params.items()
+            if v.kind is not v.VAR_KEYWORD and p != "seed"}
+
+
+_SCALARS = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def _checked(sampler: str, key: str, value: Any, default: Any, annotation: str) -> Any:
+    """``value`` for option ``key`` when its type is the default's (or one its
+    annotation names when the default is None); an int where a float goes becomes
+    a float. A scalar of another type (as the CLI's ``--sampler-option`` gives)
+    raises here, not trials later inside the sampler; other objects (a callable
+    from Python) are the sampler's to check."""
+    if value is not None and not isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(default, (bool, int, float, str)):
+        kinds = [type(default)]
+    elif default is None and "Callable" not in annotation:
+        kinds = [t for n, t in _SCALARS.items() if n in annotation]
+    else:
+        kinds = []
+    if value is None and (default is None or "None" in annotation or "Optional" in annotation):
+        return value
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if any(isinstance(value, k) and (k is bool or not isinstance(value, bool)) for k in kinds):
+        return value  # (True is an int to Python, not to an int option)
+    wanted = " or ".join(k.__name__ for k in kinds) or f"a Python object ({annotation or 'no type given'}), " \
+        "set from Python (SearchConfig.sampler_options)"
+    raise ArchlabError(f"sampler {sampler!r}: option {key}={value!r} must be {wanted}"
+                       f"{' or None' if 'None' in annotation and kinds else ''} (default {default!r})")
 
 
 def make_sampler(
@@ -60,7 +91,8 @@ def make_sampler(
 
     Raises:
         ArchlabError: ``name`` is unknown (the message suggests the closest
-            names) or an option is not one that sampler takes.
+            names), an option is not one that sampler takes, its value is not
+            of the option's type, or the sampler refuses it.
     """
     key = name.strip().lower().replace("-", "").replace("_", "")
     key = {"nsgaii": "nsga2", "rea": "evolution"}.get(key, key)
@@ -68,9 +100,16 @@ def make_sampler(
         close = difflib.get_close_matches(key, SAMPLER_NAMES, n=3, cutoff=0.4)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
         raise ArchlabError(f"unknown sampler {name!r}; {hint}known: {', '.join(SAMPLER_NAMES)}")
-    unknown = sorted(set(options) - _accepted_options(key))
+    accepted = _accepted_options(key)
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], list(accepted), n=1)
         raise ArchlabError(
             f"sampler {key!r} takes no option {', '.join(map(repr, unknown))}; "
-            f"it takes: {', '.join(sorted(_accepted_options(key)))}")
-    return _FACTORIES[key](seed=seed, **options)
+            f"{f'did you mean {close[0]!r}? ' if close else ''}it takes: {', '.join(sorted(accepted))}")
+    if key != "reinforce" or "config" not in options:
+        options = {k: _checked(key, k, v, *accepted[k]) for k, v in options.items()}
+    try:
+        return _FACTORIES[key](seed=seed, **options)
+    except (TypeError, ValueError) as e:  # a value the sampler's own checks refuse (e.g. lr=-1)
+        raise ArchlabError(f"sampler {key!r}: {e} (options {options})") from e

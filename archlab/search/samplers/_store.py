@@ -147,7 +147,7 @@ def settings_mismatch(stored: dict, mine: dict) -> str | None:
 def settings_refusal(study_name: str, diff: str) -> str:
     """The one-line refusal of a worker whose settings differ (``diff`` from :func:`settings_mismatch`)."""
     return (f"study '{study_name}': its reinforce controller was built with {diff}; the same update "
-            f"log would give this worker another controller: pass the study's sampler options or "
+            f"log would give this worker another controller: pass the study's values (--sampler-option KEY=VALUE) or "
             f"pick another --study name")
 
 
