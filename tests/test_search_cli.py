@@ -28,6 +28,7 @@ def _one_line(capsys) -> str:
     (["--n-trials", "0"], "argument --n-trials: must be an integer >= 1, got '0'"),
     (["--train-seed", "-1"], "argument --train-seed: must be an integer in [0, 4,294,967,295], got '-1'"),
     (["--heartbeat-interval", "2", "--grace-period", "1"], "must be longer than the heartbeat interval"),
+    (["--sampler", "reinforce", "--sampler-option", "lr=nan"], "argument --sampler-option: lr: not a finite number: 'nan'"),
     (["--sampler-option", "lr"], "argument --sampler-option: write KEY=VALUE (e.g. lr=0.01), got 'lr'"),
     (["--sampler", "random", "--sampler-option", "lr=1"], "sampler 'random' takes no option 'lr'"),
     (["--sampler-option", "n_startup_trial=3"], "takes no option 'n_startup_trial'; did you mean 'n_startup_trials'?"),

@@ -133,9 +133,12 @@ def option_value(text: str) -> tuple[str, object]:
         return key, words[v.lower()]
     for kind in (int, float):
         try:
-            return key, kind(v.replace("_", ""))
+            number = kind(v.replace("_", ""))
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"{key}: not a finite number: {_echo(value)}")
+        return key, number
     return key, v
 
 
