@@ -29,11 +29,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def replay(curves: dict[int, list[float]], order: list[int], pruner, epochs: int) -> tuple[int, int]:
-    """Run ``order`` through a study with ``pruner``; (epochs trained, the best completed candidate)."""
+def replay(curves: dict[int, list[float]], order: list[int], pruner, epochs: int,
+           name: str = "replay") -> tuple[int, int]:
+    """Run ``order`` through a study called ``name`` with ``pruner``; (epochs trained,
+    the best completed candidate). Hyperband assigns brackets by a hash of the study's
+    name and the trial number, so a fixed ``name`` makes the replay repeatable."""
     import optuna
 
-    study = optuna.create_study(direction="maximize", pruner=pruner)
+    study = optuna.create_study(study_name=name, direction="maximize", pruner=pruner)
     used, done = 0, []
     for c in order:
         trial = study.ask()
@@ -99,7 +102,7 @@ def main() -> None:
                 order = ([rng.choice(ids) for _ in range(args.trials)] if args.trials != len(ids)
                          else rng.sample(ids, len(ids)))
                 unpruned = max(set(order), key=lambda c: curves[c][epochs - 1])
-                used, best = replay(curves, order, make(), epochs)
+                used, best = replay(curves, order, make(), epochs, name=f"replay-{k}")
                 share.append(used / (len(order) * epochs))
                 lost.append(final[unpruned] - final[best])
             print(f"{budget:>6} {name:>24} {statistics.mean(share):>15.0%} "

@@ -29,6 +29,9 @@ def _one_line(capsys) -> str:
     (["--train-seed", "-1"], "argument --train-seed: must be an integer in [0, 4,294,967,295], got '-1'"),
     (["--heartbeat-interval", "2", "--grace-period", "1"], "must be longer than the heartbeat interval"),
     (["--sampler", "reinforce", "--sampler-option", "lr=nan"], "argument --sampler-option: lr: not a finite number: 'nan'"),
+    (["--sampler", "reinforce", "--sampler-option", "config=1"], "option config must be a ReinforceConfig (from Python)"),
+    (["--sampler", "reinforce", "--sampler-option", "lr=1" + "0" * 400], "must be a finite float"),
+    (["--sampler", "evolution", "--sampler-option", "population_size=" + "9" * 400 + ".5"], "not a finite number"),
     (["--sampler-option", "lr"], "argument --sampler-option: write KEY=VALUE (e.g. lr=0.01), got 'lr'"),
     (["--sampler", "random", "--sampler-option", "lr=1"], "sampler 'random' takes no option 'lr'"),
     (["--sampler-option", "n_startup_trial=3"], "takes no option 'n_startup_trial'; did you mean 'n_startup_trials'?"),
@@ -135,3 +138,26 @@ def test_an_evaluator_raising_is_one_line_naming_it_and_the_trial_fails(tmp_path
     assert "trial 0 failed: the evaluator of search space 'ev_space.py' raised KeyError: 'b'" in err, err
     (t,) = optuna.load_study(study_name="e", storage="sqlite:///s.db").trials
     assert t.state == TrialState.FAIL and t.user_attrs["error"].startswith("UserCodeError")
+
+
+def test_python_sampler_options_are_checked_too():
+    from archlab.errors import ArchlabError
+    from archlab.search.samplers import ReinforceConfig, make_sampler
+
+    for bad in ({"lr": float("nan")}, {"temperature": float("inf")}, {"config": ReinforceConfig(), "lr": "x"}):
+        with pytest.raises(ArchlabError, match="finite|must be float"):
+            make_sampler("reinforce", seed=0, **bad)
+    assert make_sampler("reinforce", seed=0, config=ReinforceConfig(hidden_size=8)).config.hidden_size == 8
+
+
+def test_a_bad_sampler_option_on_a_training_space_is_refused_before_the_data_loads(tmp_path, monkeypatch, capsys):
+    from archlab.search import trained
+
+    def no_data(*a, **kw):
+        raise AssertionError("the data were loaded before the sampler's options were checked")
+
+    monkeypatch.setattr(trained.TrainedEvaluator, "start", no_data)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--space", "seg", "--n-trials", "1", "--storage", "sqlite:///s.db", "--quiet",
+                 "--sampler", "tpe", "--sampler-option", "n_startup_trials=x"]) == 2
+    assert "n_startup_trials='x' must be int" in _one_line(capsys)

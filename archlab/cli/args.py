@@ -136,7 +136,7 @@ def option_value(text: str) -> tuple[str, object]:
             number = kind(v.replace("_", ""))
         except ValueError:
             continue
-        if not math.isfinite(number):
+        if isinstance(number, float) and not math.isfinite(number):
             raise argparse.ArgumentTypeError(f"{key}: not a finite number: {_echo(value)}")
         return key, number
     return key, v

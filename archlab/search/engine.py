@@ -206,6 +206,7 @@ class Worker:
         objectives = _check_objectives(config.objectives, config.sampler)
         space = get_space(config.space)
         _preflight(space)
+        sampler = make_sampler(config.sampler, seed=config.seed, **config.sampler_options)  # before any data loads
         pruner = None
         if space.task is not None:  # train every candidate: the data decides the input and classes
             from archlab.search.trained import TrainBudget, TrainedEvaluator, make_pruner
@@ -221,7 +222,6 @@ class Worker:
         elif space.evaluator is None:
             raise ArchlabError(f"search space '{space.name}' has no evaluator and no TASK; define `evaluator` "
                                "or set TASK = 'seg' / 'cls' in it to train every candidate for its reward")
-        sampler = make_sampler(config.sampler, seed=config.seed, **config.sampler_options)
         if space.task is None:
             try:
                 evaluator = space.evaluator(**config.evaluator_options)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 from typing import Any, Callable
 
 import optuna
@@ -65,7 +66,11 @@ def _checked(sampler: str, key: str, value: Any, default: Any, annotation: str) 
         kinds = []
     if value is None and (default is None or "None" in annotation or "Optional" in annotation):
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ArchlabError(f"sampler {sampler!r}: option {key}={value!r} must be a finite number")
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 1e300:  # float() of a 300-digit int overflows
+            raise ArchlabError(f"sampler {sampler!r}: option {key}={value} must be a finite float")
         return float(value)
     if any(isinstance(value, k) and (k is bool or not isinstance(value, bool)) for k in kinds):
         return value  # (True is an int to Python, not to an int option)
@@ -107,8 +112,10 @@ def make_sampler(
         raise ArchlabError(
             f"sampler {key!r} takes no option {', '.join(map(repr, unknown))}; "
             f"{f'did you mean {close[0]!r}? ' if close else ''}it takes: {', '.join(sorted(accepted))}")
-    if key != "reinforce" or "config" not in options:
-        options = {k: _checked(key, k, v, *accepted[k]) for k, v in options.items()}
+    if key == "reinforce" and "config" in options and not isinstance(options["config"], ReinforceConfig):
+        raise ArchlabError(f"sampler 'reinforce': option config must be a ReinforceConfig (from Python), got "
+                           f"{options['config']!r}; set its fields as options instead (e.g. lr=0.01)")
+    options = {k: v if k == "config" else _checked(key, k, v, *accepted[k]) for k, v in options.items()}
     try:
         return _FACTORIES[key](seed=seed, **options)
     except (TypeError, ValueError) as e:  # a value the sampler's own checks refuse (e.g. lr=-1)
