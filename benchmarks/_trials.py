@@ -42,10 +42,12 @@ def budget_from_json(text: str, **changes):
     return TrainBudget(**b)
 
 
-def train_candidate(space: str, budget_js: str, params: dict, epochs: int, horizon: float | None = None) -> dict:
+def train_candidate(space: str, budget_js: str, params: dict, epochs: int, horizon: float | None = None,
+                    seed: int | None = None) -> dict:
     """Train the candidate ``params`` of ``space`` for ``epochs`` with the budget's other
-    settings (``horizon``: the schedule's, default the budget's); its final metric,
-    learning curve and times (a failure: metric NaN)."""
+    settings (``horizon``: the schedule's, default the budget's; ``seed``: the
+    initialisation and shuffling seed, default the budget's -- the data stay the
+    budget's); its final metric, learning curve and times (a failure: metric NaN)."""
     import optuna
     import torch
 
@@ -56,14 +58,15 @@ def train_candidate(space: str, budget_js: str, params: dict, epochs: int, horiz
     ev = evaluator(space, budget_js)
     graph = ev.space_fn(optuna.trial.FixedTrial(params))
     kw = train_kwargs(replace(ev.budget, epochs=epochs, steps=None,
-                              horizon=ev.budget.horizon if horizon is None else horizon))
+                              horizon=ev.budget.horizon if horizon is None else horizon,
+                              seed=ev.budget.seed if seed is None else seed))
     t0 = time.perf_counter()
     try:
         r = train(graph, ev.data, TrainConfig(**kw), progress=False)
     except TrainError as e:
         return {"params": params, "epochs": epochs, "metric": math.nan, "error": str(e)[:200],
                 "wall_s": time.perf_counter() - t0}
-    return {"params": params, "epochs": epochs, "metric": r.final[ev.metric],
+    return {"params": params, "epochs": epochs, "seed": kw["seed"], "metric": r.final[ev.metric],
             "curve": [h.val[ev.metric] for h in r.history], "train_s": r.train_s,
             "wall_s": time.perf_counter() - t0, "num_params": graph.num_params(), "device": r.device}
 

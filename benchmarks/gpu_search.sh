@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU measurements issue 11 still owes, as two device calls of under 10 min each on an H100:
+# The GPU measurements issue 11 still owes, as device calls of under 10 min each on an H100:
 #   bash benchmarks/gpu_search.sh                 # PART=samplers (default)
 #   PART=pruning bash benchmarks/gpu_search.sh
+#   PART=noise SEARCH_JSON=FILE bash benchmarks/gpu_search.sh   # the first part's search.json (default $OUT/search.json)
 # PART=samplers: `archlab search --gpus all` (one worker per GPU on one study, a 4-trial smoke
 #   run, <= 90 s), then search_trained.py at --horizon ${HORIZON:-10} (the budget is the first
 #   tenth of the 10x run; it ranks the H100 proxy candidates at tau 0.79 against 0.65 for the
@@ -11,7 +12,10 @@
 #   epochs 2 and 6 of 8; at the default 4 epochs a first rung at epoch 2 saves about a third,
 #   two trials in three stopping after half their epochs, short of the issue's 50 %), 5 seeds x 30 trials, bests re-trained for 40 epochs as above.
 # Both are seed-major, so a run cut by T_BENCH keeps whole seeds; the JSON is rewritten after
-# every study.
+# every study. Bests are re-trained with LONG_SEEDS (default 1, to fit the call) training seeds;
+# PART=noise re-trains the samplers' bests with 3 seeds each (reward_noise.py: brief and long,
+# the seed-to-seed spread against the architectures'), which the comparison needs: on the CPU
+# one seed's rewards varied more than the study bests did.
 # PROXY=1 also runs proxy_fidelity.py beside it (its horizon-10 figures can be read off the
 # long runs' curves in results/proxy_fidelity_h100.json already, so it is off by default).
 # Optuna is carried as wheels in .whl/ (the device image, Python 3.12, has torch, tqdm, pyyaml,
@@ -35,9 +39,17 @@ fi
 nvidia-smi -L; $PY -c "import torch, optuna; print(torch.__version__, optuna.__version__)"
 if [ "${PART:-samplers}" = pruning ]; then
     timeout ${T_BENCH:-480} $PY benchmarks/search_trained.py --device ${DEVICE:-cuda} --workers ${WORKERS:-16} \
-        --samplers random --pruned random --pruned-by halving --epochs 8 --horizon 5 --factor 5 ${SEARCH_ARGS:-} \
+        --samplers random --pruned random --pruned-by halving --epochs 8 --horizon 5 --factor 5 \
+        --long-seeds ${LONG_SEEDS:-1} ${SEARCH_ARGS:-} \
         --out "$OUT/pruning.json" > "$OUT/pruning.log" 2>&1
     tail -6 "$OUT/pruning.log"
+    exit 0
+fi
+if [ "${PART:-samplers}" = noise ]; then
+    timeout ${T_BENCH:-480} $PY benchmarks/reward_noise.py "${SEARCH_JSON:-$OUT/search.json}" \
+        --seeds 3 --device ${DEVICE:-cuda} --workers ${WORKERS:-16} --out "$OUT/noise.json" --plot "$OUT/noise.png" \
+        > "$OUT/noise.log" 2>&1
+    tail -14 "$OUT/noise.log"
     exit 0
 fi
 timeout 90 $PY -m archlab search --space seg --gpus all --n-trials 4 --study gpus-smoke \
@@ -49,7 +61,8 @@ if [ "${PROXY:-0}" = 1 ]; then
         --out "$OUT/proxy.json" > "$OUT/proxy.log" 2>&1 &
 fi
 timeout ${T_BENCH:-480} $PY benchmarks/search_trained.py --device ${DEVICE:-cuda} --workers ${WORKERS:-16} \
-    --horizon ${HORIZON:-10} --pruned= ${SEARCH_ARGS:-} --out "$OUT/search.json" > "$OUT/search.log" 2>&1
+    --horizon ${HORIZON:-10} --pruned= --long-seeds ${LONG_SEEDS:-1} ${SEARCH_ARGS:-} --out "$OUT/search.json" \
+    > "$OUT/search.log" 2>&1
 wait
 [ "${PROXY:-0}" = 1 ] && tail -30 "$OUT/proxy.log"
 tail -12 "$OUT/search.log"

@@ -6,6 +6,7 @@ memory, timeouts, a SIGKILLed worker), kept weights, the hardware penalty and
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -502,3 +503,42 @@ def test_pruning_replay_and_search_table_on_the_recorded_h100_runs():
                            capture_output=True, text=True, timeout=120).stdout
     tpe = next(line.split() for line in table.splitlines() if line.split()[:2] == ["tpe", "none"])
     assert tpe[3:7] == ["0.2387", "+-", "0.0035", "0.048"]  # TPE's brief rewards above random's (README)
+
+
+def test_reward_noise_icc_separates_architecture_from_seed():
+    icc = _benchmark("reward_noise").icc
+    same = icc([[0.2, 0.2, 0.2], [0.3, 0.3, 0.3], [0.4, 0.4, 0.4]])  # seeds agree: all architecture
+    assert same["seed_std"] == 0 and same["icc"] == 1 and abs(same["arch_std"] - 0.1) < 1e-12
+    noise = icc([[0.1, 0.3], [0.3, 0.1], [0.2, 0.2]])  # equal means: all seed
+    assert noise["arch_std"] == 0 and noise["icc"] < 0 and abs(noise["seed_std"] - math.sqrt(0.04 / 3)) < 1e-12
+    # ICC(1) by hand: MSB = 2 * 0.02 / 2 = 0.02, MSW = 6 * 0.0001 / 3 = 0.0002 -> 0.0198 / 0.0202
+    mixed = icc([[0.19, 0.21], [0.29, 0.31], [0.39, 0.41]])
+    assert abs(mixed["icc"] - 0.0099 / 0.0101) < 1e-9
+
+
+def test_reward_noise_retrains_a_search_s_bests_with_more_seeds(tmp_path):
+    """search_trained.py's --out feeds reward_noise.py: seed 0 reproduces each study's reward,
+    the report re-tables the samplers with seed-mean long rewards, and the plot is drawn."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    search, out, png = tmp_path / "search.json", tmp_path / "noise.json", tmp_path / "noise.png"
+    done = subprocess.run([sys.executable, str(root / "search_trained.py"), "--samplers", "random,tpe", "--pruned=",
+                           "--seeds", "1", "--trials", "2", "--epochs", "1", "--factor", "2", "--long-seeds", "1", "--data",
+                           "scenes:n=16,val=8", "--device", "cpu", "--workers", "1", "--out", str(search)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, str(root / "reward_noise.py"), str(search), "--seeds", "2", "--workers", "1",
+                           "--out", str(out), "--plot", str(png)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "first seed's brief reward against the study's: largest difference 0.00e+00\n" in done.stdout
+    assert "each best's long reward the mean of 2 seeds" in done.stdout and png.stat().st_size > 10_000
+    result = json.loads(out.read_text())
+    recorded = {json.dumps(r["best"]["params"], sort_keys=True): r["best"]["long_runs"][0]
+                for r in json.loads(search.read_text())["runs"]}
+    for c in result["candidates"]:
+        assert len(c["brief"]) == len(c["long"]) == 2 and c["long"][0] == recorded[json.dumps(c["params"], sort_keys=True)]
+        assert c["long_curves"][0] is None and len(c["long_curves"][1]) == 2 and c["long_curves"][1][-1] == c["long"][1]
+    again = subprocess.run([sys.executable, str(root / "reward_noise.py"), str(search), "--seeds", "2", "--workers", "1",
+                            "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0 and "] candidate" not in again.stdout  # nothing left to train
+    assert json.loads(out.read_text())["candidates"] == result["candidates"]
