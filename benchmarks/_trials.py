@@ -71,6 +71,14 @@ def train_candidate(space: str, budget_js: str, params: dict, epochs: int, horiz
             "wall_s": time.perf_counter() - t0, "num_params": graph.num_params(), "device": r.device}
 
 
+def write_json(path: str, obj) -> None:
+    """Write ``obj`` to ``path`` whole or not at all (a run cut by a timeout keeps the last complete file)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
 def pool(workers: int):
     """A process pool (spawn: CUDA cannot be forked)."""
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))

@@ -2,7 +2,8 @@
 # The GPU measurements issue 11 still owes, as device calls of under 10 min each on an H100:
 #   bash benchmarks/gpu_search.sh                 # PART=samplers (default)
 #   PART=pruning bash benchmarks/gpu_search.sh
-#   PART=noise SEARCH_JSON=FILE bash benchmarks/gpu_search.sh   # the first part's search.json (default $OUT/search.json)
+#   PART=noise SEARCH_JSON=FILE bash benchmarks/gpu_search.sh   # FILE: the first part's search.json (commit it
+#       or carry it: a fresh device call has no runs/); a cut run goes on where it stopped (--resume into $OUT)
 # PART=samplers: `archlab search --gpus all` (one worker per GPU on one study, a 4-trial smoke
 #   run, <= 90 s), then search_trained.py at --horizon ${HORIZON:-10} (the budget is the first
 #   tenth of the 10x run; it ranks the H100 proxy candidates at tau 0.79 against 0.65 for the
@@ -46,8 +47,9 @@ if [ "${PART:-samplers}" = pruning ]; then
     exit 0
 fi
 if [ "${PART:-samplers}" = noise ]; then
-    timeout ${T_BENCH:-480} $PY benchmarks/reward_noise.py "${SEARCH_JSON:-$OUT/search.json}" \
+    timeout ${T_BENCH:-480} $PY benchmarks/reward_noise.py "${SEARCH_JSON:?give the search.json of the samplers part}" \
         --seeds 3 --device ${DEVICE:-cuda} --workers ${WORKERS:-16} --out "$OUT/noise.json" --plot "$OUT/noise.png" \
+        --resume ${NOISE_ARGS:-} \
         > "$OUT/noise.log" 2>&1
     tail -14 "$OUT/noise.log"
     exit 0

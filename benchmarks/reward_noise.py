@@ -3,24 +3,34 @@
 Takes an earlier ``search_trained.py --out`` file and trains each study's best
 candidate again with ``--seeds`` training seeds (initialisation, shuffling and
 augmentation; the data stay the study's), at the brief budget and at the
-re-evaluation budget (``--factor`` times the epochs, horizon 1). The seeds are
-the study's training seed and the next ones. The file's own re-evaluations
-(``--long-seeds`` of them) are kept; the first seed's brief run is re-run and
-must reproduce the study's reward (a determinism check).
+re-evaluation budget (``--factor`` times the epochs, horizon 1). Seed 0 is the
+study's training seed, the one every trial was trained with, and seeds 1, 2, ...
+the next ones. The file's own re-evaluations are kept at their seeds.
 
-Prints, for the brief and the long reward:
+Seed 0 is the one the search *selected* each candidate on (the best of its
+study), so its brief reward is optimistic, and at ``--horizon`` equal to
+``--factor`` its long run is that very run continued (a brief run is
+bitwise the first part of the long run with the same seed). The other seeds
+are "fresh". Prints:
 
-- the seed spread (pooled within-candidate std) against the architecture
-  spread (between-candidate std of the seed means) and the intraclass
-  correlation ICC(1) -- the share of a single run's variance that is the
+- seed 0's brief reward re-run against the study's (a determinism check) and
+  the search's optimism: the study's reward minus the fresh seeds' mean;
+- for the brief and the long reward, over all seeds and over the fresh ones:
+  the seed spread (pooled within-candidate std), the architecture spread
+  (the between-candidate variance component's std) and the intraclass
+  correlation ICC(1), the share of one run's variance that is the
   architecture's;
-- Kendall's tau between the brief and the long ranking of these candidates,
-  for seed 0 alone and for the seed means;
-- the sampler table of ``search_trained.py`` again, with each best's long
-  reward the mean over the seeds instead of seed 0 alone.
+- Kendall's tau between the brief and the long ranking of these candidates:
+  a fresh seed's brief reward against the *other* fresh seeds' mean long
+  reward (no shared luck), averaged over the fresh seeds;
+- the same tau for the first E epochs of the long runs whose curves were kept,
+  i.e. for the budgets ``--epochs E --horizon factor*epochs/E``;
+- the sampler table of ``search_trained.py`` again, each best's long reward the
+  mean over its fresh seeds.
 
 ``--plot FILE`` draws brief against long reward, one point per candidate with
-its seed range, coloured by the sampler that found it.
+its seed range (a cross at the brief reward the study saw), coloured by the
+sampler that found it.
 
     python benchmarks/reward_noise.py benchmarks/results/search_trained_cpu_h10.json --seeds 3 \\
         --out benchmarks/results/reward_noise_cpu_h10.json --plot benchmarks/results/reward_noise_cpu_h10.png
@@ -37,7 +47,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _trials import budget_json, default_workers, pool, train_candidate  # noqa: E402
+from _trials import budget_json, default_workers, pool, train_candidate, write_json  # noqa: E402
 
 
 def key_of(params: dict) -> str:
@@ -46,20 +56,32 @@ def key_of(params: dict) -> str:
 
 def candidates(search: dict) -> list[dict]:
     """The distinct best candidates of a search_trained run, each with the studies that found it
-    and its recorded seed-0 rewards."""
+    and the rewards the first of them recorded: ``brief`` (the study's) and ``long``
+    ({seed offset: reward}; a file without ``long_seeds`` re-trained with seed offset 0)."""
     found: dict[str, dict] = {}
     for r in search["runs"]:
         b = r["best"]
-        c = found.setdefault(key_of(b["params"]), {"params": b["params"], "studies": [], "recorded": {}})
+        c = found.setdefault(key_of(b["params"]), {"params": b["params"], "studies": [], "recorded": None})
         c["studies"].append(f"{r['sampler']}/{r['pruner']}/{r['seed']}")
-        c["recorded"] = {"brief": b["reward"], "long": b.get("long_runs", [b["long"]])}
+        if c["recorded"] is None:
+            offsets = b.get("long_seed_offsets", [0])
+            c["recorded"] = {"brief": b["reward"], "long": dict(zip(offsets, b.get("long_runs", [b["long"]])))}
     return list(found.values())
 
 
-def resumed(path: str, cands: list[dict], seeds: int) -> list[dict]:
-    """``cands`` with the rewards (and long curves) an earlier ``--out`` file holds for them."""
+def resumed(path: str, result: dict, cands: list[dict], seeds: int) -> list[dict]:
+    """``cands`` with the rewards (and long curves) an earlier ``--out`` file holds for them.
+
+    Raises:
+        SystemExit: that file was made from another search file or with another budget.
+    """
     with open(path) as fh:
-        done = {key_of(c["params"]): c for c in json.load(fh)["candidates"]}
+        old_result = json.load(fh)
+    for key in ("search_file", "budget", "long_epochs", "study_budget"):
+        if old_result.get(key) != result[key]:
+            raise SystemExit(f"--resume: {path} has {key}={old_result.get(key)!r}, this run {result[key]!r}; "
+                             "give another --out or the same settings")
+    done = {key_of(c["params"]): c for c in old_result["candidates"]}
     for c in cands:
         old = done.get(key_of(c["params"]))
         for b in ("brief", "long", "long_curves"):
@@ -112,6 +134,10 @@ def _leading(cands: list[dict], b: str) -> int:
     return min((n(c[b]) for c in cands), default=0)
 
 
+def _mean(xs: list) -> float:
+    return statistics.mean(xs) if xs else math.nan
+
+
 def _spread(name: str, groups: list[list[float]]) -> str:
     s = icc(groups)
     return (f"{name}: seed std {s['seed_std']:.4f}, architecture std {s['arch_std']:.4f}, ICC {s['icc']:.2f} "
@@ -134,59 +160,63 @@ def analyse(result: dict) -> str:
     brief = [c for c in result["candidates"] if _complete(c, "brief")]
     if not brief:
         return "\n".join(lines + ["no candidate has all its brief runs yet"])
-    if result.get("study_budget", True):
+    study_budget = result.get("study_budget", True)
+    if study_budget:
         worst = max(abs(c["brief"][0] - c["recorded"]["brief"]) for c in brief)
-        lines.append(f"first seed's brief reward against the study's: largest difference {worst:.2e}"
-                     + ("" if worst == 0 else " (not reproduced: another device or library?)"))
+        lines.append(f"seed 0's brief reward re-run against the study's: largest difference {worst:.2e}"
+                     + ("" if worst == 0 else " (not bitwise: another device, or CUDA's nondeterminism)"))
     else:
         lines.append("brief runs at another budget than the study's")
     lines.append(_spread("brief, all seeds  ", [c["brief"] for c in brief]))
-    fresh = [c["brief"][1:] for c in brief]
-    if len(fresh[0]) >= 2:
-        lines.append(_spread("brief, fresh seeds", fresh))
-    if result.get("study_budget", True) and worst == 0:
-        optimism = statistics.mean(c["brief"][0] - statistics.mean(c["brief"][1:]) for c in brief)
-        lines.append(f"the selected seed's brief reward exceeds the fresh seeds' mean by {optimism:.4f} on average "
+    if result["seeds"] >= 3:
+        lines.append(_spread("brief, fresh seeds", [c["brief"][1:] for c in brief]))
+    if study_budget:
+        optimism = _mean([c["recorded"]["brief"] - _mean(c["brief"][1:]) for c in brief])
+        lines.append(f"the study's brief reward exceeds the fresh seeds' mean by {optimism:.4f} on average "
                      "(the search's optimism about its bests)")
     k = _leading(brief, "long")
     if k < 2:
         if k == 1:
-            tau = _tau([statistics.mean(c["brief"][1:]) for c in brief], [c["long"][0] for c in brief])
+            tau = _tau([_mean(c["brief"][1:]) for c in brief], [c["long"][0] for c in brief])
             lines.append(f"Kendall tau, fresh-seed mean brief vs the recorded long reward: {tau:.2f} "
                          f"({len(brief)} candidates; long runs: only the recorded ones)")
         return "\n".join(lines)
     full = [{**c, "long": c["long"][:k]} for c in brief]
     lines.append(_spread("long, all seeds   ", [c["long"] for c in full]))
-    t0 = _tau([c["brief"][0] for c in full], [c["long"][0] for c in full])
-    tf = _tau([statistics.mean(c["brief"][1:]) for c in full], [statistics.mean(c["long"]) for c in full])
-    lines.append(f"Kendall tau, brief vs long among these candidates: first seed vs first seed {t0:.2f}; "
-                 f"fresh-seed mean vs seed mean {tf:.2f}")
+    if k >= 3:
+        lines.append(_spread("long, fresh seeds ", [c["long"][1:] for c in full]))
+    taus = [_tau([c["brief"][s] for c in full], [_mean([c["long"][j] for j in range(1, k) if j != s]) for c in full])
+            for s in range(1, min(k, result["seeds"])) if k >= 3]
+    lines.append(f"Kendall tau, a fresh seed's brief reward vs the other fresh seeds' mean long reward: "
+                 f"{_mean(taus):.2f}" if taus else "Kendall tau brief vs long: needs 3 long seeds")
     lines.extend(by_budget(full, result["long_epochs"]))
-    mean_long = {key_of(c["params"]): statistics.mean(c["long"]) for c in full}
+    fresh = 1 if k >= 2 else 0
+    mean_long = {key_of(c["params"]): _mean(c["long"][fresh:]) for c in full}
     runs = [{**r, "best": {**r["best"], "long": mean_long[key_of(r["best"]["params"])]}}
             for r in result["search"]["runs"] if key_of(r["best"]["params"]) in mean_long]
-    lines.append(f"\nsampler table, each best's long reward the mean of {k} seeds:")
+    lines.append(f"\nsampler table, each best's long reward the mean of its fresh seeds 1..{k - 1}:")
     lines.append(table(runs))
     return "\n".join(lines)
 
 
 def by_budget(cands: list[dict], long_epochs: int) -> list[str]:
     """How well the first E epochs of a long run (= the budget ``--epochs E --horizon long/E``)
-    rank the candidates against the mean long reward of the *other* seeds, per seed whose
-    curves were kept (independent seeds: no shared luck)."""
+    rank the candidates against the mean long reward of the *other* fresh seeds (not seed
+    0's, which continues the run the search selected on), per fresh seed whose curves
+    were kept."""
 
     nseeds = len(cands[0]["long"])
     have = {s: [c for c in cands if s < len(c.get("long_curves") or []) and c["long_curves"][s]]
             for s in range(nseeds)}
-    seeds = [s for s in range(nseeds) if len(have[s]) >= 3]
-    if not seeds or nseeds < 2:
+    seeds = [s for s in range(1, nseeds) if len(have[s]) >= 3]
+    if not seeds or nseeds < 3:
         return []
     out = [f"budget --epochs E --horizon {long_epochs}/E (the long run's first E epochs), Kendall tau against the "
-           f"other seeds' mean long reward ({', '.join(f'seed {s}: {len(have[s])} candidates' for s in seeds)}):"]
+           f"other fresh seeds' mean long reward ({', '.join(f'seed {s}: {len(have[s])} candidates' for s in seeds)}):"]
     for e in sorted({1, 2, 4, 8, 12, 16, 20, 30, long_epochs} & set(range(1, long_epochs + 1))):
         taus = []
         for s in seeds:
-            others = [statistics.mean(x for j, x in enumerate(c["long"]) if j != s) for c in have[s]]
+            others = [_mean([x for j, x in enumerate(c["long"]) if j not in (0, s)]) for c in have[s]]
             taus.append(_tau([c["long_curves"][s][e - 1] for c in have[s]], others))
         out.append(f"  E={e:>2}: tau {statistics.mean(taus):.2f}")
     return out
@@ -212,13 +242,13 @@ def plot(result: dict, path: str) -> None:
         ax.errorbar(x, y, xerr=[[x - min(c["brief"])], [max(c["brief"]) - x]],
                     yerr=[[y - min(long)], [max(long) - y]], fmt="o", capsize=2,
                     color=colours.get(sampler, "black"), label=None if sampler in seen else sampler)
-        ax.plot(c["brief"][0], y, marker="x", color=colours.get(sampler, "black"), alpha=0.6)
+        ax.plot(c["recorded"]["brief"], y, marker="x", color=colours.get(sampler, "black"), alpha=0.6)
         seen.add(sampler)
     b = result["budget"]
     ax.set_xlabel(f"brief reward: val mIoU after {b['epochs']} epochs (horizon {b['horizon']:g})")
     ax.set_ylabel(f"long reward: val mIoU after {result['long_epochs']} epochs")
     ax.set_title(f"Best candidate of each study: mean and range over {result['seeds']} training seeds\n"
-                 "(x: the seed the search selected it on)", fontsize=10)
+                 "(x: the brief reward the search selected it on)", fontsize=10)
     ax.legend(title="found by", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -229,7 +259,8 @@ def plot(result: dict, path: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("search", nargs="?", help="a search_trained.py --out file")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds 0 .. seeds-1 per candidate (default 3)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="training seeds 0 .. seeds-1 after the study's per candidate (default 3; 0: the study's)")
     p.add_argument("--device", default=None, help="(default: the search's)")
     p.add_argument("--brief-only", action="store_true", help="no long runs beyond the recorded ones")
     p.add_argument("--epochs", type=int, default=None, help="brief runs of this many epochs instead of the study's")
@@ -264,16 +295,16 @@ def main() -> None:
     cands = candidates(search)
     for c in cands:
         c["brief"] = [None] * args.seeds
-        c["long"] = (c["recorded"]["long"] + [None] * args.seeds)[:args.seeds]
+        c["long"] = [c["recorded"]["long"].get(s) for s in range(args.seeds)]
         c["long_curves"] = [None] * args.seeds
+    result = {"search_file": os.path.abspath(args.search), "search": search, "seeds": args.seeds,
+              "budget": json.loads(js), "study_budget": args.epochs is None and args.horizon is None,
+              "long_epochs": long_epochs, "candidates": cands}
     if args.resume and args.out and os.path.exists(args.out):
-        cands = resumed(args.out, cands, args.seeds)
+        resumed(args.out, result, cands, args.seeds)
     jobs = [(i, "brief", s) for s in range(args.seeds) for i in range(len(cands)) if cands[i]["brief"][s] is None] + \
         [(i, "long", s) for s in range(args.seeds) for i in range(len(cands))
          if cands[i]["long"][s] is None and not args.brief_only]
-    result = {"search_file": args.search, "search": search, "seeds": args.seeds, "budget": json.loads(js),
-              "study_budget": args.epochs is None and args.horizon is None,
-              "long_epochs": long_epochs, "candidates": cands}
     workers = args.workers or default_workers(sargs["device"])
     t0 = time.perf_counter()
     with pool(workers) as ex:
@@ -292,8 +323,7 @@ def main() -> None:
                   f"{cands[i][b][s]:.4f}", flush=True)
             result["wall_s"] = time.perf_counter() - t0
             if args.out:
-                with open(args.out, "w") as fh:
-                    json.dump(result, fh, indent=1)
+                write_json(args.out, result)
     print(analyse(result))
     if args.plot:
         plot(result, args.plot)

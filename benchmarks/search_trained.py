@@ -5,8 +5,8 @@ space with the search's default training budget (``archlab search --space seg
 --sampler S --pruner P --seed K``, in memory). Its best trial is then trained
 again with ``--factor`` times the epochs (the "re-evaluated" reward). Prints,
 per sampler and pruner, over the seeds: the best brief reward, the best
-re-evaluated reward (the mean over ``--long-seeds`` training seeds; mean +- std
-over the studies) and the training time the study took
+re-evaluated reward (the mean over ``--long-seeds`` fresh training seeds; mean +-
+std over the studies) and the training time the study took
 (the sum of its trials' evaluation seconds), and the one-sided Mann-Whitney p
 that a row's seeds beat unpruned random's. Targets (issue 11): reinforce and
 tpe above random; a pruned study needs <= 50 % of the unpruned one's training
@@ -21,19 +21,23 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import json
+import math
 import os
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _trials import budget_from_json, budget_json, default_workers, pool, train_candidate  # noqa: E402
+from _trials import budget_from_json, budget_json, default_workers, pool, train_candidate, write_json  # noqa: E402
 
 
 def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str, factor: int,
               long_seeds: int = 1) -> dict:
     """One in-memory study; its trials, its training time and its best re-trained with
-    ``long_seeds`` training seeds (the budget's seed and the next ones; "long" is their mean)."""
+    ``long_seeds`` fresh training seeds: the ones after the budget's, which every trial
+    was trained with (at ``horizon == factor`` a re-training with the budget's seed would
+    continue the very run the study selected its best on). "long" is the mean of the
+    finite ones (NaN if none)."""
     import optuna
     import torch
     from optuna.trial import TrialState
@@ -50,15 +54,18 @@ def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str,
     wall = time.perf_counter() - t0
     ts = study.get_trials(deepcopy=False)
     best = best_trial(study)
+    offsets = list(range(1, long_seeds + 1))
     again = [train_candidate("seg", budget_js, dict(best.params), budget.epochs * factor, 1.0, seed=budget.seed + k)
-             ["metric"] for k in range(long_seeds)]
+             ["metric"] for k in offsets]
+    finite = [x for x in again if math.isfinite(x)]
     return {"sampler": sampler, "pruner": pruner, "seed": seed, "search_wall_s": wall,
             "train_s": sum(t.user_attrs.get("eval_s", 0.0) for t in ts),
             "states": {s.name: sum(t.state == s for t in ts) for s in TrialState},
             "rewards": [t.user_attrs.get("reward") for t in ts],
             "stopped_epochs": [t.user_attrs.get("stopped_epoch") for t in ts],
             "best": {"number": best.number, "reward": best.user_attrs["reward"], "params": dict(best.params),
-                     "long": statistics.mean(again), "long_runs": again, "long_epochs": budget.epochs * factor}}
+                     "long": statistics.mean(finite) if finite else math.nan, "long_runs": again,
+                     "long_seed_offsets": offsets, "long_epochs": budget.epochs * factor}}
 
 
 def main() -> None:
@@ -73,7 +80,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--factor", type=int, default=10)
     p.add_argument("--long-seeds", type=int, default=3,
-                   help="re-train each study's best with this many training seeds and take the mean (default 3: "
+                   help="re-train each study's best with this many fresh training seeds and take the mean (default 3: "
                         "one seed's 40-epoch mIoU varied by 0.013 on the CPU run, as much as the samplers' means "
                         "differed; benchmarks/reward_noise.py)")
     p.add_argument("--data", default=None, help="data spec (default: the search's)")
@@ -85,6 +92,8 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--table", metavar="JSON", help="only print the table of an earlier run's --out file")
     args = p.parse_args()
+    if args.long_seeds < 1:
+        p.error(f"--long-seeds must be at least 1, got {args.long_seeds}")
     if args.table:
         print(table_of(args.table))
         return
@@ -108,8 +117,7 @@ def main() -> None:
                   f"best {r['best']['reward']:.4f}, re-trained {r['best']['long']:.4f}, training "
                   f"{r['train_s']:.0f} s, {r['states']}", flush=True)
             if args.out:
-                with open(args.out, "w") as fh:
-                    json.dump({"args": vars(args), "wall_s": time.perf_counter() - t0, "runs": out}, fh, indent=1)
+                write_json(args.out, {"args": vars(args), "wall_s": time.perf_counter() - t0, "runs": out})
     print(f"\nseg space, {args.trials} trials per study, {workers} workers, {time.perf_counter() - t0:.0f} s")
     print(table(out))
 
@@ -117,7 +125,7 @@ def main() -> None:
 def table(out: list[dict]) -> str:
     """Mean +- std over seeds, per (sampler, pruner)."""
     def ms(xs):
-        xs = [x for x in xs if x is not None]
+        xs = [x for x in xs if x is not None and not math.isnan(x)]
         if not xs:
             return "-"
         return f"{statistics.mean(xs):.4f} +- {statistics.stdev(xs) if len(xs) > 1 else 0:.4f}"

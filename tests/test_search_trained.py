@@ -517,28 +517,45 @@ def test_reward_noise_icc_separates_architecture_from_seed():
 
 
 def test_reward_noise_retrains_a_search_s_bests_with_more_seeds(tmp_path):
-    """search_trained.py's --out feeds reward_noise.py: seed 0 reproduces each study's reward,
-    the report re-tables the samplers with seed-mean long rewards, and the plot is drawn."""
+    """search_trained.py's --out feeds reward_noise.py: the study's reward is reproduced by
+    seed 0, the recorded fresh long run is kept at its seed, the statistics and the budget
+    curve are computed, a cut run resumes with only what is missing, and the plot is drawn."""
     root = Path(__file__).resolve().parents[1] / "benchmarks"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     search, out, png = tmp_path / "search.json", tmp_path / "noise.json", tmp_path / "noise.png"
-    done = subprocess.run([sys.executable, str(root / "search_trained.py"), "--samplers", "random,tpe", "--pruned=",
-                           "--seeds", "1", "--trials", "2", "--epochs", "1", "--factor", "2", "--long-seeds", "1", "--data",
-                           "scenes:n=16,val=8", "--device", "cpu", "--workers", "1", "--out", str(search)],
+    done = subprocess.run([sys.executable, str(root / "search_trained.py"), "--samplers", "random", "--pruned=",
+                           "--seeds", "3", "--trials", "1", "--epochs", "1", "--factor", "2", "--long-seeds", "1",
+                           "--data", "scenes:n=16,val=8", "--device", "cpu", "--workers", "1", "--out", str(search)],
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = subprocess.run([sys.executable, str(root / "reward_noise.py"), str(search), "--seeds", "2", "--workers", "1",
-                           "--out", str(out), "--plot", str(png)], capture_output=True, text=True, timeout=300, env=env)
+    runs = json.loads(search.read_text())["runs"]
+    assert all(r["best"]["long_seed_offsets"] == [1] for r in runs)
+    recorded = {json.dumps(r["best"]["params"], sort_keys=True): r["best"]["long_runs"][0] for r in runs}
+    assert len(recorded) == 3  # three studies, three different bests
+    argv = [sys.executable, str(root / "reward_noise.py"), str(search), "--seeds", "3", "--workers", "1",
+            "--out", str(out)]
+    done = subprocess.run([*argv, "--plot", str(png)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "first seed's brief reward against the study's: largest difference 0.00e+00\n" in done.stdout
-    assert "each best's long reward the mean of 2 seeds" in done.stdout and png.stat().st_size > 10_000
+    text = done.stdout
+    assert "seed 0's brief reward re-run against the study's: largest difference 0.00e+00\n" in text
+    assert text.count("] candidate") == 3 * 3 + 3 * 2  # long seed 1 is the search's own
+    fresh = next(line for line in text.splitlines() if line.startswith("brief, fresh seeds"))
+    assert "ICC nan" not in fresh and "(3 candidates x 2 seeds)" in fresh
+    assert "budget --epochs E --horizon 2/E" in text and "mean of its fresh seeds 1..2" in text
+    assert png.stat().st_size > 10_000
     result = json.loads(out.read_text())
-    recorded = {json.dumps(r["best"]["params"], sort_keys=True): r["best"]["long_runs"][0]
-                for r in json.loads(search.read_text())["runs"]}
     for c in result["candidates"]:
-        assert len(c["brief"]) == len(c["long"]) == 2 and c["long"][0] == recorded[json.dumps(c["params"], sort_keys=True)]
-        assert c["long_curves"][0] is None and len(c["long_curves"][1]) == 2 and c["long_curves"][1][-1] == c["long"][1]
-    again = subprocess.run([sys.executable, str(root / "reward_noise.py"), str(search), "--seeds", "2", "--workers", "1",
-                            "--out", str(out), "--resume"], capture_output=True, text=True, timeout=300, env=env)
-    assert again.returncode == 0 and "] candidate" not in again.stdout  # nothing left to train
-    assert json.loads(out.read_text())["candidates"] == result["candidates"]
+        assert len(c["brief"]) == len(c["long"]) == 3
+        assert c["long"][1] == recorded[json.dumps(c["params"], sort_keys=True)] and c["long_curves"][1] is None
+        assert [len(c["long_curves"][s]) for s in (0, 2)] == [2, 2] and c["long_curves"][2][-1] == c["long"][2]
+    cut = json.loads(out.read_text())
+    value = cut["candidates"][1]["brief"][2]
+    cut["candidates"][1]["brief"][2] = None
+    out.write_text(json.dumps(cut))
+    again = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = json.loads(out.read_text())
+    assert again.stdout.count("] candidate") == 1 and resumed["candidates"] == result["candidates"]
+    assert resumed["candidates"][1]["brief"][2] == value
+    other = subprocess.run([*argv, "--resume", "--horizon", "3"], capture_output=True, text=True, timeout=300, env=env)
+    assert other.returncode == 1 and "--resume:" in other.stderr and "give another --out" in other.stderr
