@@ -39,6 +39,7 @@ sampler that found it.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
 import math
 import os
@@ -186,12 +187,11 @@ def analyse(result: dict) -> str:
     if k >= 3:
         lines.append(_spread("long, fresh seeds ", [c["long"][1:] for c in full]))
     taus = [_tau([c["brief"][s] for c in full], [_mean([c["long"][j] for j in range(1, k) if j != s]) for c in full])
-            for s in range(1, min(k, result["seeds"])) if k >= 3]
+            for s in (range(1, k) if k >= 3 else ())]
     lines.append(f"Kendall tau, a fresh seed's brief reward vs the other fresh seeds' mean long reward: "
                  f"{_mean(taus):.2f}" if taus else "Kendall tau brief vs long: needs 3 long seeds")
     lines.extend(by_budget(full, result["long_epochs"]))
-    fresh = 1 if k >= 2 else 0
-    mean_long = {key_of(c["params"]): _mean(c["long"][fresh:]) for c in full}
+    mean_long = {key_of(c["params"]): _mean(c["long"][1:]) for c in full}
     runs = [{**r, "best": {**r["best"], "long": mean_long[key_of(r["best"]["params"])]}}
             for r in result["search"]["runs"] if key_of(r["best"]["params"]) in mean_long]
     lines.append(f"\nsampler table, each best's long reward the mean of its fresh seeds 1..{k - 1}:")
@@ -260,7 +260,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("search", nargs="?", help="a search_trained.py --out file")
     p.add_argument("--seeds", type=int, default=3,
-                   help="training seeds 0 .. seeds-1 after the study's per candidate (default 3; 0: the study's)")
+                   help="training seeds per candidate: the study's (0) and the next seeds-1 (default 3)")
     p.add_argument("--device", default=None, help="(default: the search's)")
     p.add_argument("--brief-only", action="store_true", help="no long runs beyond the recorded ones")
     p.add_argument("--epochs", type=int, default=None, help="brief runs of this many epochs instead of the study's")
@@ -306,13 +306,12 @@ def main() -> None:
         [(i, "long", s) for s in range(args.seeds) for i in range(len(cands))
          if cands[i]["long"][s] is None and not args.brief_only]
     workers = args.workers or default_workers(sargs["device"])
+    seed0 = json.loads(js)["seed"]
     t0 = time.perf_counter()
     with pool(workers) as ex:
         futs = {ex.submit(train_candidate, "seg", js, cands[i]["params"],
                           sargs["epochs"] if b == "brief" else long_epochs,
-                          None if b == "brief" else 1.0, json.loads(js)["seed"] + s): (i, b, s) for i, b, s in jobs}
-        import concurrent.futures as cf
-
+                          None if b == "brief" else 1.0, seed0 + s): (i, b, s) for i, b, s in jobs}
         for k, f in enumerate(cf.as_completed(futs), 1):
             i, b, s = futs[f]
             run = f.result()
