@@ -280,8 +280,11 @@ def main() -> None:
         return
     if not args.search or args.seeds < 2:
         p.error("give a search_trained.py --out file and --seeds >= 2")
-    with open(args.search) as fh:
-        search = json.load(fh)
+    try:
+        with open(args.search) as fh:
+            search = json.load(fh)
+    except (OSError, ValueError) as e:
+        p.error(f"{args.search}: cannot read a search_trained.py --out file ({e})")
     from archlab.search.trained import TrainBudget
 
     d = TrainBudget()  # a results file written before --out kept its arguments: the search's defaults
