@@ -2,7 +2,9 @@
 trials it runs batched into three transactions a trial, and the study's trials
 cached (see :class:`WorkerStorage`). :func:`worker_storage` wraps what
 :func:`~archlab.search.storage.open_storage` opened; journal and in-memory
-storages are used as they are.
+storages are used as they are. The transactions themselves are in
+:mod:`~archlab.search.trial_transactions`, the cache of a study's trials in
+:mod:`~archlab.search.study_cache`.
 
 It works on Optuna's RDB tables with SQLAlchemy Core (Optuna's table models and
 two of ``RDBStorage``'s private readers): tested with Optuna 4.3 to 5.0
@@ -15,12 +17,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import random
 import threading
-import time
 import warnings
-from datetime import datetime
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -28,8 +28,10 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from archlab.search.heartbeat import start_beating, stop_beating
 from archlab.search import optuna_tables as tables
+from archlab.search import trial_transactions as tx
+from archlab.search.heartbeat import start_beating, stop_beating
+from archlab.search.study_cache import StudyCache
 
 
 def _to_backend(name: str):
@@ -88,10 +90,10 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         self._models = models
         self._lock = threading.RLock()
         self._local = threading.local()
-        self._studies: dict[int, _StudyCache] = {}
+        self._studies: dict[int, StudyCache] = {}
         self._trial_study: dict[int, int] = {}  # trial_id -> study_id, for the trials in a cache
         self._owned: dict[int, FrozenTrial] = {}  # running trials of this worker: their current copy
-        self._pending: dict[int, _Pending] = {}  # their writes not yet in the database
+        self._pending: dict[int, tx.Pending] = {}  # their writes not yet in the database
         self._stamped: set[int] = set()  # owned trials whose creation wrote their first heartbeat
         self._directions: dict[int, list] = {}
         self._names: dict[int, str] = {}
@@ -165,7 +167,8 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is not None:  # an enqueued or added trial: read like any other
             return self._backend.create_new_trial(study_id, template_trial)
-        frozen = self._insert_trial(study_id)
+        frozen = tx.insert_trial(self._backend.engine, self._sql, self._models, study_id,
+                                 heartbeat=self._backend.heartbeat_interval is not None)
         with self._lock:
             self._own(study_id, frozen)
             if self._backend.heartbeat_interval is not None:
@@ -173,42 +176,10 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
                 start_beating(self, frozen._trial_id)
         return frozen._trial_id
 
-    def _insert_trial(self, study_id: int) -> FrozenTrial:
-        """Optuna's ``_create_new_trial`` (RUNNING, numbered by the trials before it)
-        in one transaction, with the first heartbeat when heartbeats are on."""
-        from sqlalchemy.exc import OperationalError, SQLAlchemyError
-
-        sql, m = self._sql, self._models
-        stored_start = tables.stored(m, "datetime_start", datetime.now())
-        for attempt in range(1, 6):
-            try:
-                with self._backend.engine.begin() as conn:
-                    # PostgreSQL, MySQL: lock the study row, as Optuna does, since the number counts
-                    # the trials before; SQLite: the insert takes the database's write lock
-                    if conn.execute(sql.find_study, {"sid": study_id}).first() is None:
-                        raise KeyError(f"no study with id {study_id}")
-                    trial_id = conn.execute(sql.insert_trial, {"sid": study_id, "state": TrialState.RUNNING,
-                                                               "start": stored_start}).inserted_primary_key[0]
-                    number = conn.execute(sql.count_before, {"sid": study_id, "tid": trial_id}).scalar_one()
-                    conn.execute(sql.set_number, {"tid": trial_id, "number": number})
-                    if self._backend.heartbeat_interval is not None:
-                        conn.execute(sql.insert_heartbeat, {"tid": trial_id})
-                break
-            except OperationalError as e:  # a deadlock or lock timeout between workers: Optuna retries too
-                if attempt == 5:
-                    raise optuna.exceptions.StorageInternalError(f"creating a trial failed: {e}") from e
-                time.sleep(random.random() * 2.0)
-            except SQLAlchemyError as e:
-                raise optuna.exceptions.StorageInternalError(f"creating a trial failed: {e}") from e
-        return FrozenTrial(number=number, state=TrialState.RUNNING, value=None,
-                           datetime_start=tables.loaded(m, "datetime_start", stored_start), datetime_complete=None,
-                           params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={},
-                           trial_id=trial_id)
-
     def _own(self, study_id: int, frozen: FrozenTrial, stored: bool = False) -> None:
         cache = self._study(study_id)
         self._owned[frozen._trial_id] = frozen
-        pending = self._pending[frozen._trial_id] = _Pending()
+        pending = self._pending[frozen._trial_id] = tx.Pending()
         if stored:  # taken from the queue: its attrs are in the database already
             pending.stored_user.update(frozen.user_attrs)
             pending.stored_system.update(frozen.system_attrs)
@@ -216,10 +187,8 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         self._put(study_id, cache, frozen)
         cache.unfinished.add(frozen._trial_id)
 
-    def _put(self, study_id: int, cache: "_StudyCache", t: FrozenTrial) -> None:
-        cache.trials[t.number] = t
-        cache.ordered = None
-        cache.number_of[t._trial_id] = t.number
+    def _put(self, study_id: int, cache: StudyCache, t: FrozenTrial) -> None:
+        cache.put(t)
         self._trial_study[t._trial_id] = study_id
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
@@ -307,21 +276,9 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             return True
 
     def _start_waiting(self, trial_id: int) -> bool:
-        """Optuna's WAITING -> RUNNING (new start time) and the trial's first heartbeat,
-        in one transaction; False when it is not WAITING (another worker took it)."""
-        from sqlalchemy.exc import SQLAlchemyError
-
-        sql, m = self._sql, self._models
-        try:
-            with self._backend.engine.begin() as conn:
-                started = conn.execute(sql.start_waiting, {
-                    "tid": trial_id, "waiting": TrialState.WAITING, "new_state": TrialState.RUNNING,
-                    "start": tables.stored(m, "datetime_start", datetime.now())}).rowcount == 1
-                if started:
-                    conn.execute(sql.delete_heartbeat, {"tid": trial_id})
-                    conn.execute(sql.insert_heartbeat, {"tid": trial_id})
-        except SQLAlchemyError as e:
-            raise optuna.exceptions.StorageInternalError(f"starting a waiting trial failed: {e}") from e
+        """WAITING -> RUNNING with a heartbeat (:func:`~archlab.search.trial_transactions.start_waiting`);
+        False when another worker took it."""
+        started = tx.start_waiting(self._backend.engine, self._sql, self._models, trial_id)
         if started:
             self._adopt(trial_id)
             self._stamped.add(trial_id)
@@ -336,59 +293,19 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
                 study_id = conn.execute(self._sql.study_of_trial, {"tid": trial_id}).scalar_one()
         self._own(study_id, frozen, stored=True)
 
-    def _write(self, trial_id: int, pending: "_Pending", state: TrialState | None, values) -> None:
-        """One transaction: check the trial is RUNNING (and finish it when ``state`` is
-        given), then write its buffered params and attrs, and its values."""
-        from sqlalchemy.exc import SQLAlchemyError
-
-        sql, m = self._sql, self._models
+    def _write(self, trial_id: int, pending: tx.Pending, state: TrialState | None, values) -> None:
+        """Write owned trial ``trial_id``'s buffered params and attrs, and finish it when
+        ``state`` is given (:func:`~archlab.search.trial_transactions.write_trial`)."""
         frozen = self._owned[trial_id]
         values = None if values is None else [float(v) for v in values]
-        check = {"tid": trial_id, "running": TrialState.RUNNING}
-        if state is not None:
-            stored_complete = tables.stored(m, "datetime_complete", datetime.now())
-            change, params = sql.finish, {**check, "new_state": state, "complete": stored_complete}
-        else:
-            change, params = sql.touch, {**check, "new_state": TrialState.RUNNING}
         try:
-            with self._backend.engine.begin() as conn:
-                # The state first: it takes the write lock (SQLite) or the row lock, and checks the trial.
-                if conn.execute(change, params).rowcount != 1:
-                    raise _NotRunning
-                if pending.params:
-                    conn.execute(sql.insert_param, [
-                        {"trial_id": trial_id, "param_name": name, "param_value": value,
-                         "distribution_json": optuna.distributions.distribution_to_json(dist)}
-                        for name, value, dist in pending.params])
-                for attrs, stored, delete, insert in (
-                        (pending.user, pending.stored_user, sql.delete_user_attrs, sql.insert_user_attr),
-                        (pending.system, pending.stored_system, sql.delete_system_attrs, sql.insert_system_attr)):
-                    if not attrs:
-                        continue
-                    again = [k for k in attrs if k in stored]  # set before: replace the row
-                    if again:
-                        conn.execute(delete, {"tid": trial_id, "keys": again})
-                    conn.execute(insert, [{"trial_id": trial_id, "key": k, "value_json": v} for k, v in attrs.items()])
-                if values is not None:
-                    if pending.has_values:
-                        conn.execute(sql.delete_values, {"tid": trial_id})
-                    rows = []
-                    for objective, v in enumerate(values):
-                        stored_v, kind = m.TrialValueModel.value_to_stored_repr(v)
-                        rows.append({"trial_id": trial_id, "objective": objective, "value": stored_v,
-                                     "value_type": kind})
-                    conn.execute(sql.insert_value, rows)
-        except _NotRunning:  # another worker failed it as stale: the database is right, this copy is not
+            complete = tx.write_trial(self._backend.engine, self._sql, self._models, frozen, pending, state, values)
+        except tx.NotRunning:  # another worker failed it as stale: the database is right, this copy is not
             self._disown(trial_id)
             raise optuna.exceptions.UpdateFinishedTrialError(
                 f"Trial#{frozen.number} has already finished and can not be updated.") from None
-        except SQLAlchemyError as e:
-            raise optuna.exceptions.StorageInternalError(
-                f"writing trial {frozen.number} failed: {type(e).__name__}: {e}") from e
-        pending.written()
         if state is not None:
-            frozen.state, frozen.values = state, values
-            frozen.datetime_complete = tables.loaded(m, "datetime_complete", stored_complete)
+            frozen.state, frozen.values, frozen.datetime_complete = state, values, complete
             study_id = self._trial_study[trial_id]
             del self._owned[trial_id], self._pending[trial_id]
             self._stamped.discard(trial_id)
@@ -397,9 +314,7 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             if self._exact:
                 cache.final.add(trial_id)  # the copy is what the database holds: it is not read back
             else:
-                cache.trials.pop(frozen.number, None)
-                cache.number_of.pop(trial_id, None)
-                cache.ordered = None
+                cache.drop(frozen)
 
     def _disown(self, trial_id: int) -> None:
         frozen = self._owned.pop(trial_id, None)
@@ -407,16 +322,13 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         self._stamped.discard(trial_id)
         stop_beating(self, trial_id)
         if frozen is not None:  # read it again when next asked
-            cache = self._studies[self._trial_study[trial_id]]
-            cache.trials.pop(frozen.number, None)
-            cache.number_of.pop(trial_id, None)
-            cache.ordered = None
+            self._studies[self._trial_study[trial_id]].drop(frozen)
 
     # ------------------------------------------------------------ trial reads
-    def _study(self, study_id: int) -> "_StudyCache":
+    def _study(self, study_id: int) -> StudyCache:
         cache = self._studies.get(study_id)
         if cache is None:
-            cache = self._studies[study_id] = _StudyCache()
+            cache = self._studies[study_id] = StudyCache()
         return cache
 
     @contextlib.contextmanager
@@ -434,57 +346,28 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
         """End this thread's :meth:`pinned` block early: later reads read the database again."""
         self._local.seen = None
 
-    def _refresh(self, study_id: int) -> "_StudyCache":
+    def _refresh(self, study_id: int) -> StudyCache:
         cache = self._study(study_id)
         seen = getattr(self._local, "seen", None)
         if seen is not None:
             if study_id in seen:
                 return cache
             seen.add(study_id)
-        sql, mine = self._sql, self._owned
-        others = cache.unfinished.difference(mine)
-        args: dict[str, Any] = {"sid": study_id, "last": cache.last_finished}
-        if not others:
-            stmt = sql.ids_after
-        elif len(others) <= 500:
-            stmt, args["ids"] = sql.ids_after_or_in, sorted(others)
-        else:
-            stmt, args["low"] = sql.ids_from, min(others)
         with self._backend.engine.connect() as conn:
-            ids = sorted(r[0] for r in conn.execute(stmt, args))
-        fetch, last = [], cache.last_finished
-        for i in ids:
-            if i in mine or not (i > last or i in others):
-                continue
-            if i in cache.final:  # finished by this worker: the cache has it as written
-                cache.final.discard(i)
-                cache.unfinished.discard(i)
-                cache.last_finished = max(cache.last_finished, i)
-            else:
-                fetch.append(i)
-        if fetch:
+            load = cache.to_load(conn, self._sql, study_id, self._owned)
+        if load:
             # Optuna's incremental read: these ids, and any made since (ids above them)
-            for t in self._backend._get_trials(study_id, None, set(fetch), max(fetch)):
-                if t._trial_id in mine:
-                    continue
-                self._put(study_id, cache, t)
-                cache.final.discard(t._trial_id)
-                if t.state.is_finished():
-                    cache.unfinished.discard(t._trial_id)
-                    cache.last_finished = max(cache.last_finished, t._trial_id)
-                else:
-                    cache.unfinished.add(t._trial_id)
+            for t in cache.take(self._backend._get_trials(study_id, None, set(load), max(load)), self._owned):
+                self._trial_study[t._trial_id] = study_id
         return cache
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
         with self._lock:
             cache = self._refresh(study_id)
-            if cache.ordered is None:
-                cache.ordered = [cache.trials[n] for n in sorted(cache.trials)]
             if states is None:
-                trials = list(cache.ordered)
+                trials = list(cache.ordered())
             else:
-                trials = [t for t in cache.ordered if t.state in states]
+                trials = [t for t in cache.ordered() if t.state in states]
             if self._owned:  # an owned trial changes as the worker writes it: hand out a copy
                 trials = [_copy(t) if t._trial_id in self._owned else t for t in trials]
         return copy.deepcopy(trials) if deepcopy else trials
@@ -495,10 +378,9 @@ class WorkerStorage(BaseStorage, BaseHeartbeat):
             if frozen is not None:
                 return _copy(frozen)
             cache = self._studies.get(self._trial_study.get(trial_id, -1))
-            if cache is not None:
-                t = cache.trials.get(cache.number_of.get(trial_id, -1))
-                if t is not None and t._trial_id == trial_id and t.state.is_finished():
-                    return t  # finished: it no longer changes
+            t = cache.finished_trial(trial_id) if cache is not None else None
+            if t is not None:
+                return t  # finished: it no longer changes
         return self._backend.get_trial(trial_id)
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
@@ -518,45 +400,6 @@ def _copy(t: FrozenTrial) -> FrozenTrial:
     if t._values is not None:
         c._values = list(t._values)
     return c
-
-
-class _NotRunning(Exception):
-    pass
-
-
-class _Pending:
-    """Writes to an owned trial not yet in the database, and what of it is."""
-
-    __slots__ = ("params", "user", "system", "stored_user", "stored_system", "has_values")
-
-    def __init__(self) -> None:
-        self.params: list[tuple[str, float, BaseDistribution]] = []
-        self.user: dict[str, str] = {}  # key -> JSON text
-        self.system: dict[str, str] = {}
-        self.stored_user: set[str] = set()  # keys with a row in the database
-        self.stored_system: set[str] = set()
-        self.has_values = False
-
-    def __bool__(self) -> bool:
-        return bool(self.params or self.user or self.system)
-
-    def written(self) -> None:
-        self.stored_user.update(self.user)
-        self.stored_system.update(self.system)
-        self.params, self.user, self.system = [], {}, {}
-
-
-class _StudyCache:
-    """What a :class:`WorkerStorage` knows of one study's trials."""
-
-    def __init__(self) -> None:
-        self.trials: dict[int, FrozenTrial] = {}  # number -> trial
-        self.ordered: list[FrozenTrial] | None = None  # the trials by number (None: to sort again)
-        self.number_of: dict[int, int] = {}  # trial_id -> number
-        self.unfinished: set[int] = set()  # trial ids last seen unfinished
-        self.last_finished = -1  # each trial id up to this one is finished in the cache, or in unfinished
-        self.final: set[int] = set()  # trials this worker finished, not yet seen by a read
-        self.distributions: dict[str, BaseDistribution] = {}  # param name -> a distribution in the study
 
 
 def worker_storage(storage: Any) -> Any:
