@@ -75,7 +75,7 @@ def test_builtin_space_search_trains_every_candidate(space, metric, tmp_path, ca
 
 
 def _arch(trial) -> str:
-    from archlab.search.engine import arch_text
+    from archlab.search.trials import arch_text
 
     return arch_text(trial)
 

@@ -181,7 +181,7 @@ def _watch(procs, study, total: int) -> None:
     """A bar of the study's decided trials until every worker has exited (reads the storage every 2 s)."""
     from tqdm.auto import tqdm
 
-    from archlab.search.engine import best_reward, decided
+    from archlab.search.trials import best_reward, decided
 
     with tqdm(total=total, unit="trial", file=sys.stderr, desc="search", disable=not sys.stderr.isatty()) as bar:
         while any(p.poll() is None for p in procs):

@@ -128,7 +128,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     """Write the description file of the best (highest-reward) completed trial, or
     with ``--pareto`` one file per Pareto-optimal trial."""
     from archlab.errors import ArchlabError
-    from archlab.search.engine import arch_text, best_trial
+    from archlab.search.trials import arch_text, best_trial
 
     study = _load(args)
     if args.pareto:
@@ -166,7 +166,7 @@ def _write(path: str, text: str) -> None:
 
 def _write_front(study, folder: str) -> int:
     from archlab.errors import ArchlabError
-    from archlab.search.engine import arch_text
+    from archlab.search.trials import arch_text
 
     front = _pareto(study)
     try:
@@ -247,7 +247,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
     import optuna
 
     from archlab.cli.table import render
-    from archlab.search.engine import decided
+    from archlab.search.trials import decided
 
     storage = _open(args)
     rows = []

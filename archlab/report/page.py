@@ -73,7 +73,7 @@ def _table(trials, objectives) -> str:
 def _layers(trial) -> str:
     from archlab.analysis import analyze
     from archlab.lang import load
-    from archlab.search.engine import arch_text
+    from archlab.search.trials import arch_text
 
     try:
         graph = load(arch_text(trial), source=f"trial {trial.number}")

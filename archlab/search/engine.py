@@ -58,8 +58,7 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -72,101 +71,15 @@ from archlab.search.checks import check_resume as _check_resume
 from archlab.search.checks import is_storage_error as _is_storage_error
 from archlab.search.checks import preflight as _preflight
 from archlab.search.checks import storage_errors as _storage_errors
-from archlab.search.constraints import Constraints, Metrics, measure
+from archlab.search.config import Progress, SearchConfig, SearchResult
+from archlab.search.constraints import Metrics, measure
 from archlab.search.heartbeat import Heartbeat, fail_stale_trials, heartbeat_enabled
 from archlab.search.storage import open_storage, storage_failure
+from archlab.search.trials import ARCH_CHUNK, arch_text, best_reward, best_trial, decided, live  # noqa: F401 (re-exported)
 from archlab.search.worker_storage import worker_storage
-
-ARCH_CHUNK = 60_000
-"""Characters per ``arch`` attr (MySQL's TEXT holds 65,535 bytes; SQLite/PostgreSQL have no limit)."""
 
 STALE_CHECK_S = 1.0
 """At most this often (seconds) a worker looks for stale trials (with heartbeats; the grace period is longer)."""
-
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def decided(t: FrozenTrial) -> bool:
-    """Whether ``t`` counts towards ``n_trials``: COMPLETE, PRUNED, or FAIL for a reason of
-    the candidate's own (user attr ``fail_reason``: diverged, out of memory, timed out)."""
-    return t.state in FINISHED or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
-
-
-def _live(t: FrozenTrial) -> bool:
-    return decided(t) or t.state in (TrialState.RUNNING, TrialState.WAITING)
-
-
-@dataclass
-class SearchConfig:
-    """One worker's search (the ``archlab search`` options).
-
-    Fields:
-        space: registered space name or path of a ``.py`` space file.
-        sampler: random | tpe | nsga2 | evolution | reinforce.
-        n_trials: finished (COMPLETE + PRUNED) trials the study must hold at the end.
-        timeout: seconds after which this worker starts no new trial.
-        storage: storage URL (see :mod:`archlab.search.storage`), a storage object, or None (SQLite default).
-        study: study name; default ``<space>-<sampler>``. An existing study is resumed.
-        seed: sampler seed (give each worker its own).
-        constraints: analytic limits checked before evaluation.
-        objectives: names from :data:`OBJECTIVES`; two or more make a multi-objective study.
-        heartbeat_interval: seconds between heartbeats (RDB storages); None: off.
-        grace_period: seconds without heartbeat before a running trial is stale.
-        max_retry: re-runs of a stale trial.
-        sampler_options: extra constructor options for the sampler.
-        evaluator_options: options for the space's evaluator factory.
-        switch_sampler: resume a study made with another sampler (refused otherwise).
-        training: how a space with a task (seg, cls) trains its candidates
-            (:class:`~archlab.search.trained.TrainBudget`); None: the defaults.
-            Refused for a space that looks its rewards up.
-    """
-
-    space: str
-    sampler: str = "tpe"
-    n_trials: int = 100
-    timeout: Optional[float] = None
-    storage: Any = None
-    study: Optional[str] = None
-    seed: Optional[int] = None
-    constraints: Constraints = field(default_factory=Constraints)
-    objectives: Sequence[str] = ("reward",)
-    heartbeat_interval: Optional[int] = 10
-    grace_period: Optional[int] = None
-    max_retry: Optional[int] = 3
-    sampler_options: dict = field(default_factory=dict)
-    evaluator_options: dict = field(default_factory=dict)
-    switch_sampler: bool = False
-    training: Any = None
-
-
-@dataclass
-class Progress:
-    """What a progress callback sees after each trial of this worker."""
-
-    finished: int  # decided trials in the study (COMPLETE, PRUNED, FAIL with a fail_reason)
-    total: int  # n_trials
-    best: Optional[float]  # best reward so far in the study
-    rate: float  # this worker's trials per second
-    last: FrozenTrial  # the trial just finished
-
-
-@dataclass
-class SearchResult:
-    study: optuna.Study
-    ran: int  # trials this worker ran to COMPLETE or PRUNED
-    overhead_s: list[float]  # per trial of this worker: engine time excluding evaluation (incl. final tell)
-
-
-def arch_text(trial: FrozenTrial) -> str:
-    """The description-file text a trial recorded (its ``arch`` chunks joined)."""
-    attrs = trial.user_attrs
-    if "arch" not in attrs:
-        raise ArchlabError(f"trial {trial.number} recorded no architecture (state {trial.state.name})")
-    parts, k = [attrs["arch"]], 1
-    while f"arch_{k}" in attrs:
-        parts.append(attrs[f"arch_{k}"])
-        k += 1
-    return "".join(parts)
 
 
 class Worker:
@@ -277,7 +190,7 @@ class Worker:
     # ------------------------------------------------------------------ loop
     def _counts(self) -> tuple[int, int, int]:
         """(decided, live, waiting) trials of the study (live: decided, running or waiting)."""
-        trials = [t for t in self.study.get_trials(deepcopy=False) if _live(t)]
+        trials = [t for t in self.study.get_trials(deepcopy=False) if live(t)]
         finished = sum(decided(t) for t in trials)
         waiting = sum(t.state == TrialState.WAITING for t in trials)
         return finished, len(trials), waiting
@@ -360,7 +273,7 @@ class Worker:
         study, cfg = self.study, self.config
         # Live trials numbered below this one. Numbers are dense, so a number this
         # worker's view lacks (a trial made since its last read) counts as live.
-        gone = sum(t.number < trial.number and not _live(t) for t in study.get_trials(deepcopy=False))
+        gone = sum(t.number < trial.number and not live(t) for t in study.get_trials(deepcopy=False))
         if trial.number - gone >= cfg.n_trials:  # lost the race for the last slot: give it back
             trial.set_user_attr("surplus", True)
             study.tell(trial, state=TrialState.FAIL)
@@ -457,26 +370,6 @@ def _arch_dump(graph: Graph) -> str:
     from archlab.lang import dump
 
     return dump(graph)
-
-
-def best_reward(study: optuna.Study) -> float | None:
-    """The highest reward among the study's completed trials (None before the first)."""
-    rewards = [t.user_attrs["reward"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if "reward" in t.user_attrs]
-    return max(rewards) if rewards else None
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial:
-    """The completed trial with the highest reward (for a multi-objective study:
-    the highest-reward trial of the Pareto front, which is the same trial).
-
-    Raises:
-        ArchlabError: the study has no completed trial.
-    """
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "reward" in t.user_attrs]
-    if not done:
-        raise ArchlabError(f"study '{study.study_name}' has no completed trial yet")
-    return max(done, key=lambda t: (t.user_attrs["reward"], -t.number))
 
 
 def run_search(config: SearchConfig, progress: Callable[[Progress], None] | None = None) -> SearchResult:
