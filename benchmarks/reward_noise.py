@@ -188,9 +188,15 @@ def analyse(result: dict) -> str:
         lines.append(_spread("long, fresh seeds ", [c["long"][1:] for c in full]))
     taus = [_tau([c["brief"][s] for c in full], [_mean([c["long"][j] for j in range(1, k) if j != s]) for c in full])
             for s in (range(1, k) if k >= 3 else ())]
-    lines.append(f"Kendall tau, a fresh seed's brief reward vs the other fresh seeds' mean long reward: "
-                 f"{_mean(taus):.2f}" if taus else "Kendall tau brief vs long: needs 3 long seeds")
-    lines.extend(by_budget(full, result["long_epochs"]))
+    two = k == 2 and not seed0_long_continues(result)
+    if taus:
+        lines.append(f"Kendall tau, a fresh seed's brief reward vs the other fresh seeds' mean long reward: "
+                     f"{_mean(taus):.2f}")
+    elif two:
+        lines.extend(two_seeds(full))
+    else:
+        lines.append("Kendall tau brief vs long: needs 3 long seeds (seed 0's long run continues the selected run)")
+    lines.extend(by_budget(full, result["long_epochs"], with_seed0=two))
     mean_long = {key_of(c["params"]): _mean(c["long"][1:]) for c in full}
     runs = [{**r, "best": {**r["best"], "long": mean_long[key_of(r["best"]["params"])]}}
             for r in result["search"]["runs"] if key_of(r["best"]["params"]) in mean_long]
@@ -199,24 +205,48 @@ def analyse(result: dict) -> str:
     return "\n".join(lines)
 
 
-def by_budget(cands: list[dict], long_epochs: int) -> list[str]:
+def seed0_long_continues(result: dict) -> bool:
+    """Whether seed 0's long run is the run the study selected on, continued: the
+    study's horizon equals its re-evaluation factor (a file without the search's
+    arguments: the defaults, horizon 1)."""
+    from archlab.search.trained import TrainBudget
+
+    a = result["search"].get("args", {})
+    return float(a.get("horizon", TrainBudget().horizon)) == float(a.get("factor", 10))
+
+
+def two_seeds(cands: list[dict]) -> list[str]:
+    """Brief against long across the two seeds 0 and 1, for a run with one fresh seed
+    whose seed-0 long run is not the selected run continued (it shares that run's
+    initialisation and data order, so some of the selection's luck)."""
+    t10 = _tau([c["brief"][1] for c in cands], [c["long"][0] for c in cands])
+    t01 = _tau([c["brief"][0] for c in cands], [c["long"][1] for c in cands])
+    tll = _tau([c["long"][0] for c in cands], [c["long"][1] for c in cands])
+    return [f"Kendall tau, brief seed 1 vs long seed 0: {t10:.2f}; brief seed 0 vs long seed 1: {t01:.2f}; "
+            f"long seed 0 vs long seed 1 (one long run against another): {tll:.2f} ({len(cands)} candidates; "
+            "seed 0 is the seed each best was selected on)"]
+
+
+def by_budget(cands: list[dict], long_epochs: int, *, with_seed0: bool = False) -> list[str]:
     """How well the first E epochs of a long run (= the budget ``--epochs E --horizon long/E``)
-    rank the candidates against the mean long reward of the *other* fresh seeds (not seed
-    0's, which continues the run the search selected on), per fresh seed whose curves
-    were kept."""
+    rank the candidates against the mean long reward of the *other* fresh seeds, per
+    fresh seed whose curves were kept. Seed 0's long run counts among the others only
+    ``with_seed0`` (it is not the selected run continued, and there is no other fresh seed)."""
 
     nseeds = len(cands[0]["long"])
     have = {s: [c for c in cands if s < len(c.get("long_curves") or []) and c["long_curves"][s]]
             for s in range(nseeds)}
     seeds = [s for s in range(1, nseeds) if len(have[s]) >= 3]
-    if not seeds or nseeds < 3:
+    if not seeds or (nseeds < 3 and not with_seed0):
         return []
+    against = "seed 0's long reward" if with_seed0 else "other fresh seeds' mean long reward"
     out = [f"budget --epochs E --horizon {long_epochs}/E (the long run's first E epochs), Kendall tau against the "
-           f"other fresh seeds' mean long reward ({', '.join(f'seed {s}: {len(have[s])} candidates' for s in seeds)}):"]
+           f"{against} ({', '.join(f'seed {s}: {len(have[s])} candidates' for s in seeds)}):"]
     for e in sorted({1, 2, 4, 8, 12, 16, 20, 30, long_epochs} & set(range(1, long_epochs + 1))):
         taus = []
         for s in seeds:
-            others = [_mean([x for j, x in enumerate(c["long"]) if j not in (0, s)]) for c in have[s]]
+            skip = (s,) if with_seed0 else (0, s)
+            others = [_mean([x for j, x in enumerate(c["long"]) if j not in skip]) for c in have[s]]
             taus.append(_tau([c["long_curves"][s][e - 1] for c in have[s]], others))
         out.append(f"  E={e:>2}: tau {statistics.mean(taus):.2f}")
     return out

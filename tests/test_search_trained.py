@@ -516,6 +516,36 @@ def test_reward_noise_icc_separates_architecture_from_seed():
     assert abs(mixed["icc"] - 0.0099 / 0.0101) < 1e-9
 
 
+def test_reward_noise_with_one_fresh_seed_ranks_across_seeds_unless_seed0_continues_the_selection():
+    """Two seeds: brief and long are compared across seeds 0 and 1, and the long curves of
+    seed 1 against seed 0's long run -- but only when seed 0's long run is not the very run
+    the study selected on (study horizon == factor), where it would share all its luck."""
+    rn = _benchmark("reward_noise")
+    long0, long1 = [0.30, 0.40, 0.50, 0.45], [0.31, 0.42, 0.46, 0.47]  # long seeds swap candidates 2 and 3
+    curves = [[long1[i] * (e + 1) / 4 for e in range(4)] for i in range(4)]
+    curves[0][0] = 0.9  # candidate 0 (the worst) leads after epoch 1
+    cands = [{"params": {"i": i}, "brief": [0.1 * i, 0.1 * (3 - i)], "long": [long0[i], long1[i]],
+              "long_curves": [None, curves[i]]} for i in range(4)]
+    lines = rn.two_seeds(cands)
+    # brief seed 1 is the reverse order (5 of 6 pairs discordant with long seed 0), brief seed 0 long seed 1's order
+    assert "brief seed 1 vs long seed 0: -0.67" in lines[0] and "brief seed 0 vs long seed 1: 1.00" in lines[0]
+    assert "one long run against another): 0.67" in lines[0]  # 1 discordant pair of 6
+    curve = rn.by_budget(cands, 4, with_seed0=True)
+    assert "against the seed 0's long reward" in curve[0]
+    # E=1: candidate 0 first, 4 of 6 pairs discordant with long seed 0; then seed 1's order
+    assert curve[1:] == ["  E= 1: tau -0.33", "  E= 2: tau 0.67", "  E= 4: tau 0.67"]
+    assert rn.by_budget(cands, 4) == []  # without seed 0 there is nothing to rank against
+
+    result = {"budget": {"epochs": 8, "horizon": 5, "data": None, "batch_size": 32}, "long_epochs": 4, "seeds": 2,
+              "study_budget": False, "candidates": cands,
+              "search": {"args": {"horizon": 1.0, "factor": 10}, "runs": []}}
+    assert "brief seed 1 vs long seed 0" in rn.analyse(result)
+    result["search"]["args"]["horizon"] = 10.0
+    report = rn.analyse(result)
+    assert "brief seed 1 vs long seed 0" not in report and "needs 3 long seeds" in report
+    assert "E= 1" not in report
+
+
 def test_reward_noise_retrains_a_search_s_bests_with_more_seeds(tmp_path):
     """search_trained.py's --out feeds reward_noise.py: the study's reward is reproduced by
     seed 0, the recorded fresh long run is kept at its seed, the statistics and the budget
