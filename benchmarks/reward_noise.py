@@ -32,9 +32,14 @@ are "fresh". Prints:
 its seed range (a cross at the brief reward the study saw), coloured by the
 sampler that found it.
 
+``--compare A.json B.json ...`` ranks the brief budgets of several ``--out``
+files of one search (another ``--epochs``/``--horizon`` each) against the long
+runs they hold between them, each brief seed against the other long seeds.
+
     python benchmarks/reward_noise.py benchmarks/results/search_trained_cpu_h10.json --seeds 3 \\
         --out benchmarks/results/reward_noise_cpu_h10.json --plot benchmarks/results/reward_noise_cpu_h10.png
     python benchmarks/reward_noise.py --table benchmarks/results/reward_noise_cpu_h10.json
+    python benchmarks/reward_noise.py --compare benchmarks/results/reward_noise_h100_{default,h10,e8h5}.json
 """
 from __future__ import annotations
 
@@ -252,6 +257,54 @@ def by_budget(cands: list[dict], long_epochs: int, *, with_seed0: bool = False) 
     return out
 
 
+def compare(results: list[dict]) -> str:
+    """Several brief budgets over the same bests, ranked against the same long runs.
+
+    ``results`` are ``--out`` files of one search file (other ``--epochs``/``--horizon``);
+    their long runs are pooled by seed (the search file's own long runs first). For each budget: Kendall tau of each brief
+    seed against each long seed *other* than it (the same seed shares initialisation
+    and data order), over the candidates that have both, and their mean.
+
+    Raises:
+        SystemExit: the files come from different search files, or two of them hold
+            different long rewards for one candidate and seed.
+    """
+    searches = {json.dumps(r["search"]["runs"], sort_keys=True) for r in results}
+    if len(searches) != 1 or len({r["long_epochs"] for r in results}) != 1:
+        raise SystemExit("--compare: the files must re-train the bests of one search file at one long budget")
+    # the search file's own long runs as it records them now (a candidate several studies found
+    # was re-trained by each; older --out files may hold another of those runs)
+    long = {key_of(c["params"]): dict(c["recorded"]["long"]) for c in candidates(results[0]["search"])}
+    recorded = {k: set(runs) for k, runs in long.items()}
+    for r in results:
+        for c in r["candidates"]:
+            runs = long[key_of(c["params"])]
+            for s, x in enumerate(c["long"]):
+                if x is None or math.isnan(x) or s in recorded[key_of(c["params"])]:
+                    continue
+                if s in runs and abs(runs[s] - x) > 1e-9:
+                    raise SystemExit(f"--compare: two long rewards for one candidate at seed {s} "
+                                     f"({runs[s]:.4f}, {x:.4f})")
+                runs[s] = x
+    long_seeds = sorted({s for runs in long.values() for s in runs})
+    lines = [f"brief budgets against the pooled long runs ({results[0]['long_epochs']} epochs, seeds "
+             f"{', '.join(map(str, long_seeds))}); Kendall tau, brief seed b vs long seed l (b != l):"]
+    for r in results:
+        b = r["budget"]
+        cells = []
+        for bs in range(r["seeds"]):
+            for ls in long_seeds:
+                have = [c for c in r["candidates"] if ls != bs and ls in long[key_of(c["params"])]
+                        and c["brief"][bs] is not None and not math.isnan(c["brief"][bs])]
+                if len(have) >= 3:
+                    cells.append((bs, ls, len(have), _tau([c["brief"][bs] for c in have],
+                                                          [long[key_of(c["params"])][ls] for c in have])))
+        text = "; ".join(f"b{bs}/l{ls} {t:.2f} ({n})" for bs, ls, n, t in cells)
+        lines.append(f"  {b['epochs']} epochs, horizon {b['horizon']:g}: mean {_mean([t for *_, t in cells]):.2f}"
+                     f"  [{text}]")
+    return "\n".join(lines)
+
+
 def plot(result: dict, path: str) -> None:
     """Brief against long reward per candidate (seed mean, seed range as bars; a cross at
     the brief reward the search saw), by sampler."""
@@ -300,7 +353,19 @@ def main() -> None:
     p.add_argument("--resume", action="store_true", help="keep the runs already in --out, run only the missing ones")
     p.add_argument("--plot", default=None, help="draw brief against long reward into this PNG")
     p.add_argument("--table", metavar="JSON", help="only print the report of an earlier --out file")
+    p.add_argument("--compare", metavar="JSON", nargs="+",
+                   help="only rank the brief budgets of several --out files of one search against their pooled long runs")
     args = p.parse_args()
+    if args.compare:
+        results = []
+        for path in args.compare:
+            try:
+                with open(path) as fh:
+                    results.append(json.load(fh))
+            except (OSError, ValueError) as e:
+                p.error(f"{path}: cannot read a reward_noise.py --out file ({e})")
+        print(compare(results))
+        return
     if args.table:
         with open(args.table) as fh:
             result = json.load(fh)

@@ -546,6 +546,28 @@ def test_reward_noise_with_one_fresh_seed_ranks_across_seeds_unless_seed0_contin
     assert "E= 1" not in report
 
 
+def test_reward_noise_compare_ranks_budgets_against_pooled_long_runs_of_other_seeds():
+    rn = _benchmark("reward_noise")
+    params = [{"w": i} for i in range(4)]
+    search = {"runs": [{"sampler": "random", "pruner": "none", "seed": i,
+                        "best": {"params": p, "reward": 0.2, "long": 0.3 + 0.1 * i}} for i, p in enumerate(params)]}
+
+    def result(brief, long1, epochs):
+        return {"search": search, "long_epochs": 40, "seeds": 2, "budget": {"epochs": epochs, "horizon": 1},
+                "candidates": [{"params": p, "brief": brief[i], "long": [0.3 + 0.1 * i, long1[i]]}
+                               for i, p in enumerate(params)]}
+
+    good = result([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3], [0.4, 0.4]], [0.5, 0.6, 0.7, 0.8], 8)
+    bad = result([[0.4, 0.4], [0.3, 0.3], [0.2, 0.2], [0.1, 0.1]], [None] * 4, 4)  # its long seed 1 from `good`
+    lines = rn.compare([good, bad]).splitlines()
+    assert lines[1].startswith("  8 epochs, horizon 1: mean 1.00") and "b1/l0 1.00 (4)" in lines[1]
+    assert "b0/l0" not in lines[1]  # the same seed shares initialisation and data order: not compared
+    assert lines[2].startswith("  4 epochs, horizon 1: mean -1.00") and "b0/l1 -1.00 (4)" in lines[2]
+    other = result([[0.1, 0.1]] * 4, [0.5, 0.6, 0.7, 0.9], 8)  # another seed-1 long reward for candidate 3
+    with pytest.raises(SystemExit, match="two long rewards"):
+        rn.compare([good, other])
+
+
 def test_reward_noise_retrains_a_search_s_bests_with_more_seeds(tmp_path):
     """search_trained.py's --out feeds reward_noise.py: the study's reward is reproduced by
     seed 0, the recorded fresh long run is kept at its seed, the statistics and the budget
