@@ -5,14 +5,16 @@
 #   PART=noise SEARCH_JSON=FILE bash benchmarks/gpu_search.sh   # FILE: the first part's search.json (commit it
 #       or carry it: a fresh device call has no runs/); a cut run goes on where it stopped (--resume into $OUT)
 # PART=samplers: `archlab search --gpus all` (one worker per GPU on one study, a 4-trial smoke
-#   run, <= 90 s), then search_trained.py at --horizon ${HORIZON:-10} (the budget is the first
-#   tenth of the 10x run; it ranks the H100 proxy candidates at tau 0.79 against 0.65 for the
-#   default horizon 1): reinforce, tpe, evolution, random, 5 seeds x 30 trials, each study's best
-#   re-trained for 10x the epochs.
-#   Measured since on the CPU (benchmarks/README.md, reward_noise.py): at horizon 10 the brief
-#   reward of the H100 run's bests is mostly seed (ICC 0.05), so this part is expected to show no
-#   sampler above random; check a budget with reward_noise.py --brief-only first (HORIZON, and
-#   HORIZON=5 SEARCH_ARGS="--epochs 8" is the next budget: ICC 0.59 on the CPU, 24 of the bests).
+#   run, <= 90 s), then search_trained.py at BUDGET (default `--epochs 16 --horizon 2.5 --factor 2.5`:
+#   the first 16 epochs of the 40-epoch schedule, bests re-trained for 40): reinforce, tpe,
+#   evolution, random, 5 seeds x 30 trials. Why this budget (benchmarks/README.md,
+#   reward_noise.py on the H100 run's 28 bests at 1,024 images, on the CPU): the first E epochs of
+#   one seed's 40-epoch run rank them against another seed's 40-epoch mIoU at Kendall tau 0.22 (E=4),
+#   0.22 (8), 0.42 (12), 0.63 (16), 0.71 (40, the ceiling); the default 4 epochs at horizon 1, -0.01;
+#   horizon 10, 0.11; 8 epochs at horizon 5, 0.30. A budget that cannot rank the top cannot show a
+#   sampler above random. At 16 epochs a seed (4 studies) should take ~5 min of an H100 with 16
+#   processes (estimated from ~8 s a 4-epoch trial), so a 10-min call keeps about 2 seeds: run the rest with
+#   SEARCH_ARGS="--first-seed 2 --seeds 3" into another OUT (search_trained.py --table reads one file).
 # PART=pruning: random with and without successive halving at --epochs 8 --horizon 5 (rungs at
 #   epochs 2 and 6 of 8; at the default 4 epochs a first rung at epoch 2 saves about a third,
 #   two trials in three stopping after half their epochs, short of the 50 %), 5 seeds x 30 trials, bests re-trained for 40 epochs as above.
@@ -67,7 +69,7 @@ if [ "${PROXY:-0}" = 1 ]; then
         --out "$OUT/proxy.json" > "$OUT/proxy.log" 2>&1 &
 fi
 timeout ${T_BENCH:-480} $PY benchmarks/search_trained.py --device ${DEVICE:-cuda} --workers ${WORKERS:-16} \
-    --horizon ${HORIZON:-10} --pruned= --long-seeds ${LONG_SEEDS:-1} ${SEARCH_ARGS:-} --out "$OUT/search.json" \
+    ${BUDGET:---epochs 16 --horizon 2.5 --factor 2.5} --pruned= --long-seeds ${LONG_SEEDS:-1} ${SEARCH_ARGS:-} --out "$OUT/search.json" \
     > "$OUT/search.log" 2>&1
 wait
 [ "${PROXY:-0}" = 1 ] && tail -30 "$OUT/proxy.log"

@@ -244,8 +244,8 @@ def by_budget(cands: list[dict], long_epochs: int, *, with_seed0: bool = False) 
     seeds = [s for s in range(1, nseeds) if len(have[s]) >= 3]
     if not seeds or (nseeds < 3 and not with_seed0):
         return []
-    against = "seed 0's long reward" if with_seed0 else "other fresh seeds' mean long reward"
-    out = [f"budget --epochs E --horizon {long_epochs}/E (the long run's first E epochs), Kendall tau against the "
+    against = "seed 0's long reward" if with_seed0 else "the other fresh seeds' mean long reward"
+    out = [f"budget --epochs E --horizon {long_epochs}/E (the long run's first E epochs), Kendall tau against "
            f"{against} ({', '.join(f'seed {s}: {len(have[s])} candidates' for s in seeds)}):"]
     for e in sorted({1, 2, 4, 8, 12, 16, 20, 30, long_epochs} & set(range(1, long_epochs + 1))):
         taus = []
@@ -386,7 +386,7 @@ def main() -> None:
     sargs = {"data": d.data, "epochs": d.epochs, "batch_size": d.batch_size, "horizon": d.horizon, "factor": 10,
              "device": "auto", **search.get("args", {})}
     sargs["device"] = args.device or sargs["device"]
-    long_epochs = sargs["epochs"] * sargs["factor"]
+    long_epochs = round(sargs["epochs"] * sargs["factor"])
     sargs["epochs"] = args.epochs or sargs["epochs"]  # another brief budget than the study's (long: unchanged)
     sargs["horizon"] = args.horizon or sargs["horizon"]
     js = budget_of(sargs)

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _trials import budget_from_json, budget_json, default_workers, pool, train_candidate, write_json  # noqa: E402
 
 
-def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str, factor: int,
+def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str, factor: float,
               long_seeds: int = 1) -> dict:
     """One in-memory study; its trials, its training time and its best re-trained with
     ``long_seeds`` fresh training seeds: the ones after the budget's, which every trial
@@ -47,6 +47,7 @@ def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str,
     torch.set_num_threads(1)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     budget = budget_from_json(budget_js, pruner=pruner)
+    long_epochs = round(budget.epochs * factor)  # whole: main() checks
     t0 = time.perf_counter()
     cfg = SearchConfig(space="seg", sampler=sampler, n_trials=trials, seed=seed, storage=optuna.storages.InMemoryStorage(),
                        study=f"seg-{sampler}-{pruner}-{seed}", heartbeat_interval=None, training=budget)
@@ -55,7 +56,7 @@ def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str,
     ts = study.get_trials(deepcopy=False)
     best = best_trial(study)
     offsets = list(range(1, long_seeds + 1))
-    again = [train_candidate("seg", budget_js, dict(best.params), budget.epochs * factor, 1.0, seed=budget.seed + k)
+    again = [train_candidate("seg", budget_js, dict(best.params), long_epochs, 1.0, seed=budget.seed + k)
              ["metric"] for k in offsets]
     finite = [x for x in again if math.isfinite(x)]
     return {"sampler": sampler, "pruner": pruner, "seed": seed, "search_wall_s": wall,
@@ -65,7 +66,7 @@ def run_study(sampler: str, pruner: str, seed: int, trials: int, budget_js: str,
             "stopped_epochs": [t.user_attrs.get("stopped_epoch") for t in ts],
             "best": {"number": best.number, "reward": best.user_attrs["reward"], "params": dict(best.params),
                      "long": statistics.mean(finite) if finite else math.nan, "long_runs": again,
-                     "long_seed_offsets": offsets, "long_epochs": budget.epochs * factor}}
+                     "long_seed_offsets": offsets, "long_epochs": long_epochs}}
 
 
 def main() -> None:
@@ -78,7 +79,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--trials", type=int, default=30)
-    p.add_argument("--factor", type=int, default=10)
+    p.add_argument("--factor", type=float, default=10,
+                   help="re-train each best for factor x --epochs epochs, a whole number (default 10)")
     p.add_argument("--long-seeds", type=int, default=3,
                    help="re-train each study's best with this many fresh training seeds and take the mean (default 3: "
                         "one seed's 40-epoch mIoU varied by 0.013 on the CPU run, as much as the samplers' means "
@@ -94,6 +96,8 @@ def main() -> None:
     args = p.parse_args()
     if args.long_seeds < 1:
         p.error(f"--long-seeds must be at least 1, got {args.long_seeds}")
+    if args.factor <= 0 or args.epochs * args.factor != round(args.epochs * args.factor):
+        p.error(f"--factor {args.factor:g} x --epochs {args.epochs} must be a whole number of epochs")
     if args.table:
         print(table_of(args.table))
         return
