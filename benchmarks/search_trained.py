@@ -147,13 +147,15 @@ def table(out: list[dict]) -> str:
     def pick(r, key):
         return r["best"][key]
 
+    epochs = sorted({r["best"]["long_epochs"] for r in out if "long_epochs" in r["best"]})
+    long = f"{'/'.join(map(str, epochs))} ep." if epochs else "10x"  # older files: --factor 10
     lines = [f"{'sampler':>10} {'pruner':>9} {'seeds':>5} {'best brief reward':>20} {'p>random':>8} "
-             f"{'best re-trained (10x)':>22} {'p>random':>8} {'training s':>18}"]
+             f"{'best re-trained (' + long + ')':>24} {'p>random':>8} {'training s':>18}"]
     keys = sorted({(r["sampler"], r["pruner"]) for r in out}, key=lambda k: (k[1] != "none", k[0]))
     for s, pr in keys:
         rs = [r for r in out if r["sampler"] == s and r["pruner"] == pr]
         lines.append(f"{s:>10} {pr:>9} {len(rs):>5} {ms([pick(r, 'reward') for r in rs]):>20} "
-                     f"{above_random(rs, 'reward'):>8} {ms([pick(r, 'long') for r in rs]):>22} "
+                     f"{above_random(rs, 'reward'):>8} {ms([pick(r, 'long') for r in rs]):>24} "
                      f"{above_random(rs, 'long'):>8} {ms([r['train_s'] for r in rs]):>18}")
     return "\n".join(lines)
 
