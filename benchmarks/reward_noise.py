@@ -261,9 +261,10 @@ def compare(results: list[dict]) -> str:
     """Several brief budgets over the same bests, ranked against the same long runs.
 
     ``results`` are ``--out`` files of one search file (other ``--epochs``/``--horizon``);
-    their long runs are pooled by seed (the search file's own long runs first). For each budget: Kendall tau of each brief
-    seed against each long seed *other* than it (the same seed shares initialisation
-    and data order), over the candidates that have both, and their mean.
+    their long runs are pooled by seed (the search file's own long runs first). For
+    each budget: Kendall tau of each brief seed against each long seed *other* than it
+    (the same seed shares initialisation and data order), over the candidates that
+    have both, and their mean.
 
     Raises:
         SystemExit: the files come from different search files, or two of them hold
