@@ -357,30 +357,30 @@ def main() -> None:
     p.add_argument("--compare", metavar="JSON", nargs="+",
                    help="only rank the brief budgets of several --out files of one search against their pooled long runs")
     args = p.parse_args()
+
+    def read(path: str, what: str) -> dict:
+        try:
+            with open(path) as fh:
+                return json.load(fh)
+        except (OSError, ValueError) as e:
+            p.error(f"{path}: cannot read a {what} --out file ({e})")
+
     if args.compare:
-        results = []
-        for path in args.compare:
-            try:
-                with open(path) as fh:
-                    results.append(json.load(fh))
-            except (OSError, ValueError) as e:
-                p.error(f"{path}: cannot read a reward_noise.py --out file ({e})")
-        print(compare(results))
+        results = [read(path, "reward_noise.py") for path in args.compare]
+        try:
+            print(compare(results))
+        except SystemExit as e:  # files that do not belong together: a usage error
+            p.error(str(e))
         return
     if args.table:
-        with open(args.table) as fh:
-            result = json.load(fh)
+        result = read(args.table, "reward_noise.py")
         print(analyse(result))
         if args.plot:
             plot(result, args.plot)
         return
     if not args.search or args.seeds < 2:
         p.error("give a search_trained.py --out file and --seeds >= 2")
-    try:
-        with open(args.search) as fh:
-            search = json.load(fh)
-    except (OSError, ValueError) as e:
-        p.error(f"{args.search}: cannot read a search_trained.py --out file ({e})")
+    search = read(args.search, "search_trained.py")
     from archlab.search.trained import TrainBudget
 
     d = TrainBudget()  # a results file written before --out kept its arguments: the search's defaults
